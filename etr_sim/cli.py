@@ -1,0 +1,82 @@
+"""Command line: parse, load, call the pipeline, print. No modelling logic lives here.
+
+Exit codes: 0 success, 2 bad input (file, YAML path and value are printed), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from etr_sim.errors import EtrSimError, InternalError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from etr_sim.config import load_scenario
+    from etr_sim.pipeline import run
+    from etr_sim.report.table import format_table
+    from etr_sim.report.writer import default_out_dir, write_report
+
+    loaded = load_scenario(args.scenario)
+    result = run(loaded)
+    out = write_report(result, Path(args.out) if args.out else default_out_dir(result))
+    print(f"{loaded.scenario.name}: {result.topology.num_gpus} GPUs on {loaded.topology.name}, "
+          f"{loaded.scenario.model.moe_layers} MoE layer(s), seed {loaded.scenario.seed}")
+    print(format_table(result.summary))
+    print(f"report: {out}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from etr_sim.config import load_scenario, load_topology
+    from etr_sim.config.base import read_yaml
+    from etr_sim.errors import ConfigError
+
+    failed = 0
+    for file in args.files:
+        try:
+            data = read_yaml(file)
+            if "node" in data and "fabric" in data:  # a topology file
+                from etr_sim.topology import build_topology
+
+                build_topology(load_topology(file), file)
+            else:
+                load_scenario(file)
+            print(f"{file}: ok")
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            failed += 1
+    return 2 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="etr-sim", description="MoE all-to-all cluster simulator (ETR vs TCR vs ECR)")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a scenario and write its report")
+    r.add_argument("scenario", help="scenario YAML file")
+    r.add_argument("--out", help="report folder (default reports/<scenario>/<run-id>)")
+    r.set_defaults(func=_cmd_run)
+    v = sub.add_parser("validate", help="check scenario or topology files without running them")
+    v.add_argument("files", nargs="+")
+    v.set_defaults(func=_cmd_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InternalError as exc:
+        print(f"etr-sim internal error (please report): {exc}", file=sys.stderr)
+        return 1
+    except EtrSimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no report was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The scenario schema: what is simulated (model, parallel layout, activations, routers, cluster).
+
+Every modelling choice the papers leave open is a field here with a documented default.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Field
+
+from etr_sim.config.base import Strict
+
+PosInt = Annotated[int, Field(ge=1)]
+PosFloat = Annotated[float, Field(gt=0.0)]
+NonNeg = Annotated[float, Field(ge=0.0)]
+Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
+WireDtype = Literal["fp32", "bf16", "fp16", "fp8"]
+
+
+class ModelSpec(Strict):
+    """The SIMULATED model: its sizes set bytes on the wire and FLOPs (not the captured model's)."""
+
+    name: str = "mixtral-like"
+    hidden_size: PosInt = 4096
+    ffn_hidden_size: PosInt = 14336
+    num_experts: PosInt = 8
+    top_k: PosInt = 2
+    moe_layers: PosInt = 1
+    ffn_matmuls: PosInt = Field(3, description="GEMMs per expert FFN: 3 for SwiGLU (Mixtral), 2 for GELU MLPs")
+    dispatch_dtype: WireDtype = "bf16"
+    combine_dtype: WireDtype = "bf16"
+
+
+class ParallelismSpec(Strict):
+    """Expert parallelism: ``ep`` consecutive GPUs form an EP group holding all experts once."""
+
+    ep: PosInt
+    micro_batch_size: PosInt = 1
+    seq_len: PosInt = 4096
+
+    @property
+    def tokens_per_gpu(self) -> int:
+        return self.micro_batch_size * self.seq_len
+
+
+class SyntheticActivations(Strict):
+    """Seeded Gaussian-mixture token features (see etr_sim.activations.synthetic)."""
+
+    kind: Literal["synthetic"]
+    hidden_size: PosInt = 512
+    num_clusters: PosInt = 32
+    cluster_strength: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    popularity_skew: NonNeg = 1.0
+
+
+ActivationSpec = Annotated[Union[SyntheticActivations], Field(discriminator="kind")]
+
+
+class RouterBase(Strict):
+    name: str | None = Field(None, description="label in reports; defaults to the kind")
+    capacity_scope: Literal["gpu", "global"] = Field(
+        "gpu",
+        description="who competes for an expert's capacity: the tokens of one source GPU "
+        "(GShard/Megatron: capacity buffers per rank) or all tokens of the EP group",
+    )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind  # type: ignore[attr-defined]
+
+
+class TokenChoiceRouter(RouterBase):
+    """Top-k of a softmax gate, with capacity factor and dropping (GShard/Switch/Mixtral)."""
+
+    kind: Literal["token_choice"]
+    top_k: PosInt | None = Field(None, description="defaults to model.top_k")
+    gate: Literal["random", "grap"] = "random"
+    capacity_factor: PosFloat | None = Field(1.25, description="null = dropless")
+    padded: bool = True
+    drop_policy: Literal["arrival", "probs"] = "probs"
+    normalize_weights: bool = True
+
+
+class ExpertChoiceRouter(RouterBase):
+    """Each expert takes its top-C tokens of the group, C = capacity_factor * N * k / E (Zhou et al.)."""
+
+    kind: Literal["expert_choice"]
+    top_k: PosInt | None = Field(None, description="k in C = cf*N*k/E; defaults to model.top_k")
+    gate: Literal["random", "grap"] = "random"
+    capacity_factor: PosFloat = 1.0
+
+
+class FactorCapacity(Strict):
+    rule: Literal["factor"]
+    factor: PosFloat = 1.0
+
+
+class FixedCapacity(Strict):
+    rule: Literal["fixed"]
+    tokens: PosInt
+
+
+CapacityRule = Annotated[Union[FactorCapacity, FixedCapacity], Field(discriminator="rule")]
+
+
+class EtrRouter(RouterBase):
+    """Expert-Token Resonance: GrAP cosine affinity, top-l nominations, experts keep best C nominators."""
+
+    kind: Literal["etr"]
+    nominations: PosInt | None = Field(None, description="l, experts nominated per token; defaults to model.top_k")
+    capacity: CapacityRule = FactorCapacity(rule="factor", factor=1.0)
+    padded: bool = Field(False, description="pad every expert buffer to C (no grouped GEMM)")
+    combine_weights: Literal["softmax", "affinity", "uniform"] = "softmax"
+
+
+RouterSpec = Annotated[Union[TokenChoiceRouter, ExpertChoiceRouter, EtrRouter], Field(discriminator="kind")]
+
+
+class TopologyRef(Strict):
+    """A topology from the library by ``name`` or from a ``file``, resized and overridden."""
+
+    name: str | None = None
+    file: str | None = None
+    nodes: PosInt | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class PlacementSpec(Strict):
+    kind: Literal["contiguous"] = "contiguous"
+
+
+class CollectiveSpec(Strict):
+    algorithm: Literal["direct"] = "direct"
+    dedup: Literal["gpu", "none"] = Field(
+        "gpu", description="a token bound for several experts on one GPU is sent once (gpu) or once per expert"
+    )
+
+
+class ComputeSpec(Strict):
+    """Roofline with a GEMM-shape efficiency: eff(m) = max_efficiency * m / (m + half_efficiency_rows).
+
+    Defaults: H100 SXM BF16 dense peak 989 TFLOPS, best measured 80% (calibration.md); a 64-row
+    dense GEMM reaches 17% of peak, which gives half_efficiency_rows = 64 * (0.80/0.17 - 1) = 237.
+    """
+
+    peak_tflops: PosFloat = 989.0
+    max_efficiency: Fraction = 0.80
+    half_efficiency_rows: NonNeg = 237.0
+
+
+class Scenario(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    seed: int = 0
+    model: ModelSpec = ModelSpec()
+    parallelism: ParallelismSpec
+    activations: ActivationSpec
+    routers: Annotated[list[RouterSpec], Field(min_length=1)]
+    topology: TopologyRef
+    placement: PlacementSpec = PlacementSpec()
+    collective: CollectiveSpec = CollectiveSpec()
+    compute: ComputeSpec = ComputeSpec()

@@ -1,0 +1,1 @@
+"""Tables, plots (matplotlib imported only here), trace export and the report writer."""

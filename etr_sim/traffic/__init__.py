@@ -1,0 +1,1 @@
+"""Routing decisions + placement -> traffic matrices; collective algorithms -> flow plans. No torch."""
