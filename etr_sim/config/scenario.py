@@ -57,6 +57,28 @@ class SyntheticActivations(Strict):
 ActivationSpec = Annotated[Union[SyntheticActivations], Field(discriminator="kind")]
 
 
+# ---- Routers (owned by the routing package; see docs/routing.md) ---------------------------------
+
+
+class GateFile(Strict):
+    """Router weights captured from a real model: a ``.safetensors`` or ``.pt`` file holding an
+    [E, d] (torch ``nn.Linear`` layout) or [d, E] tensor per MoE layer. When d == E the [E, d]
+    layout is assumed."""
+
+    file: str = Field(description="path to the .safetensors / .pt file (relative to the working directory)")
+    tensor: str = Field(
+        "router_weight.layer{layer}",
+        description="tensor name inside the file; '{layer}' is replaced by the MoE layer index",
+    )
+
+
+Gate = Union[Literal["random", "grap"], GateFile]
+GATE_DESCRIPTION = (
+    "router weight: 'random' (seeded N(0, 1/d) init, one per layer), 'grap' (LocMoE/ETR fixed "
+    "grouped-average-pooling gates) or {file, tensor} (a captured model's router)"
+)
+
+
 class RouterBase(Strict):
     name: str | None = Field(None, description="label in reports; defaults to the kind")
     capacity_scope: Literal["gpu", "global"] = Field(
@@ -75,11 +97,15 @@ class TokenChoiceRouter(RouterBase):
 
     kind: Literal["token_choice"]
     top_k: PosInt | None = Field(None, description="defaults to model.top_k")
-    gate: Literal["random", "grap"] = "random"
-    capacity_factor: PosFloat | None = Field(1.25, description="null = dropless")
-    padded: bool = True
-    drop_policy: Literal["arrival", "probs"] = "probs"
-    normalize_weights: bool = True
+    gate: Gate = Field("random", description=GATE_DESCRIPTION)
+    capacity_factor: PosFloat | None = Field(1.25, description="C = ceil(cf * tokens_per_group * k / E); null = dropless")
+    padded: bool = Field(True, description="expert buffers padded to C (fixed-shape all-to-all, no grouped GEMM)")
+    drop_policy: Literal["arrival", "probs"] = Field(
+        "probs",
+        description="over capacity, keep by arrival (GShard/Switch: all 1st choices, then 2nd, in sequence "
+        "order) or by highest gate probability",
+    )
+    normalize_weights: bool = Field(True, description="renormalise the top-k probabilities to sum to 1")
 
 
 class ExpertChoiceRouter(RouterBase):
@@ -87,34 +113,150 @@ class ExpertChoiceRouter(RouterBase):
 
     kind: Literal["expert_choice"]
     top_k: PosInt | None = Field(None, description="k in C = cf*N*k/E; defaults to model.top_k")
-    gate: Literal["random", "grap"] = "random"
+    gate: Gate = Field("random", description=GATE_DESCRIPTION)
     capacity_factor: PosFloat = 1.0
 
 
 class FactorCapacity(Strict):
+    """Conventional C = ceil(factor * tokens_per_group * l / E), l = mean nominations per token."""
+
     rule: Literal["factor"]
     factor: PosFloat = 1.0
 
 
 class FixedCapacity(Strict):
+    """C = ``tokens`` per (capacity group, expert), whatever the batch."""
+
     rule: Literal["fixed"]
     tokens: PosInt
 
 
-CapacityRule = Annotated[Union[FactorCapacity, FixedCapacity], Field(discriminator="rule")]
+class LocMoEFirstBatchCapacity(Strict):
+    """LocMoE Theorem 1 lower bound C = ceil(scale / (E * p_delta)), p_delta = 1 - I_{delta^2}(1/2, (d-1)/2),
+    computed once on the FIRST batch each MoE layer sees and then fixed for that layer."""
+
+    rule: Literal["locmoe_first_batch"]
+    delta: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(
+        None,
+        description="angular deviation delta (cosine). null = measured on the first batch as the "
+        "delta_quantile of every token's best GrAP affinity (LocMoE measured ~0.03 on PanGu-Sigma)",
+    )
+    delta_quantile: Fraction = Field(0.5, description="quantile of the best affinities used when delta is measured")
+    scale: PosFloat = Field(1.0, description="safety multiplier on the bound (1 = the bound itself)")
+
+
+class DynamicCapacity(Strict):
+    """Recomputed on every call from affinity statistics (ETR Corollary 6; derivation in docs/routing.md):
+    C = clip(ceil(margin * 2 * s * q), min_tokens, s), q = estimated probability that a token which did
+    not nominate expert i out-scores one that did, s = tokens per capacity group."""
+
+    rule: Literal["dynamic"]
+    margin: PosFloat = Field(1.0, description="multiplier on Corollary 6's sufficient capacity 2 s q")
+    min_tokens: PosInt = Field(1, description="lower clip of C")
+    aggregate: Literal["mean", "max"] = Field(
+        "mean", description="combine the per-expert q_i: nominator-weighted mean, or the worst expert"
+    )
+
+
+CapacityRule = Annotated[
+    Union[FactorCapacity, FixedCapacity, LocMoEFirstBatchCapacity, DynamicCapacity], Field(discriminator="rule")
+]
 
 
 class EtrRouter(RouterBase):
     """Expert-Token Resonance: GrAP cosine affinity, top-l nominations, experts keep best C nominators."""
 
     kind: Literal["etr"]
-    nominations: PosInt | None = Field(None, description="l, experts nominated per token; defaults to model.top_k")
+    nominations: PosInt | None = Field(
+        None,
+        description="l, experts nominated per token (defaults to model.top_k); with nomination_threshold "
+        "set, the maximum l",
+    )
+    nomination_threshold: Fraction | None = Field(
+        None,
+        description="per-token l: the fewest experts whose share of the token's positive affinity mass "
+        "reaches this threshold (the paper's 'threshold on the sum of affinity scores'); null = fixed l",
+    )
     capacity: CapacityRule = FactorCapacity(rule="factor", factor=1.0)
     padded: bool = Field(False, description="pad every expert buffer to C (no grouped GEMM)")
-    combine_weights: Literal["softmax", "affinity", "uniform"] = "softmax"
+    combine_weights: Literal["softmax", "affinity", "uniform"] = Field(
+        "softmax",
+        description="not specified by the paper: softmax of the kept affinities, the raw cosine, or 1/kept",
+    )
+    locality_bias: NonNeg = Field(
+        0.0,
+        description="added to the affinity z-score (cosine * sqrt(d)) of experts on the token's own node "
+        "when ranking nominations; 0 = none",
+    )
 
 
-RouterSpec = Annotated[Union[TokenChoiceRouter, ExpertChoiceRouter, EtrRouter], Field(discriminator="kind")]
+class LocMoERouter(RouterBase):
+    """LocMoE: GrAP top-1 with a node-locality preference, capacity fixed from the first-batch bound."""
+
+    kind: Literal["locmoe"]
+    locality_mu: NonNeg = Field(
+        1.0,
+        description="routing-time form of the KL locality loss: local experts get +mu on their GrAP logit "
+        "(nats). The paper does not publish mu; 0 = plain GrAP top-1",
+    )
+    capacity: CapacityRule = LocMoEFirstBatchCapacity(rule="locmoe_first_batch")
+    padded: bool = Field(True, description="LocMoE buffers are padded to C")
+
+
+class HashRouter(RouterBase):
+    """Hash layers (Roller et al. 2021): experts fixed by a seeded hash of the token id or position."""
+
+    kind: Literal["hash"]
+    top_k: PosInt | None = Field(None, description="defaults to model.top_k")
+    key: Literal["token_id", "position"] = Field(
+        "token_id", description="what is hashed; token_id falls back to position when ids are unknown"
+    )
+
+
+class RandomUniformRouter(RouterBase):
+    """k distinct experts uniformly at random per token (seeded per token, so chunking does not matter)."""
+
+    kind: Literal["random_uniform"]
+    top_k: PosInt | None = Field(None, description="defaults to model.top_k")
+
+
+class BalancedRouter(RouterBase):
+    """The perfectly balanced traffic other simulators assume: round robin over experts inside each group."""
+
+    kind: Literal["balanced"]
+    top_k: PosInt | None = Field(None, description="defaults to model.top_k")
+
+
+class NodeLimitedRouter(RouterBase):
+    """DeepSeek-V3 style: each token picks at most ``max_nodes`` nodes by their best expert score, then top-k inside."""
+
+    kind: Literal["node_limited"]
+    top_k: PosInt | None = Field(None, description="defaults to model.top_k")
+    max_nodes: PosInt = Field(4, description="M, nodes a token may reach (DeepSeek-V3: 4)")
+    gate: Gate = Field("random", description=GATE_DESCRIPTION)
+    node_score: Literal["max", "top2_sum"] = Field(
+        "max", description="score of a node: its best expert score, or the sum of its two best (DeepSeek-V3)"
+    )
+    capacity_factor: PosFloat | None = Field(None, description="null = dropless (DeepSeek-V3)")
+    padded: bool = False
+    normalize_weights: bool = True
+
+
+RouterSpec = Annotated[
+    Union[
+        TokenChoiceRouter,
+        ExpertChoiceRouter,
+        EtrRouter,
+        LocMoERouter,
+        HashRouter,
+        RandomUniformRouter,
+        BalancedRouter,
+        NodeLimitedRouter,
+    ],
+    Field(discriminator="kind"),
+]
+
+# ---- end of the router section ---------------------------------------------------------------------
 
 
 class TopologyRef(Strict):
