@@ -50,6 +50,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _cmd_theory(args: argparse.Namespace) -> int:
+    from etr_sim.report.theory import write_theory
+
+    out = write_theory(Path(args.out), trials=args.trials, seed=args.seed)
+    print(f"capacity theory written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etr-sim", description="MoE all-to-all cluster simulator (ETR vs TCR vs ECR)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -60,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check scenario or topology files without running them")
     v.add_argument("files", nargs="+")
     v.set_defaults(func=_cmd_validate)
+    t = sub.add_parser("theory", help="LocMoE/ETR capacity theory: bound table, Theorem 5 Monte-Carlo, plot")
+    t.add_argument("--out", default="reports/theory", help="output folder (default reports/theory)")
+    t.add_argument("--trials", type=int, default=2000, help="Monte-Carlo trials per clustering strength")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_cmd_theory)
     return p
 
 

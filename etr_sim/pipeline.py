@@ -14,7 +14,7 @@ import simpy
 from etr_sim.activations import make_batch
 from etr_sim.config import LoadedScenario
 from etr_sim.metrics import layer_frame, phase_frame, summary_frame
-from etr_sim.routing import make_router
+from etr_sim.routing import ExpertLocality, make_router
 from etr_sim.sim.compute import expert_ffn_time_s
 from etr_sim.sim.flownet import FlowNetwork
 from etr_sim.sim.layer import moe_layer
@@ -54,7 +54,8 @@ def prepare(loaded: LoadedScenario, topo: Topology) -> list[LayerWork]:
     m, par = s.model, s.parallelism
     placement = PLACEMENTS[s.placement.kind](m.num_experts, par.ep, topo.num_gpus)
     d_bytes, c_bytes = row_bytes(m.hidden_size, m.dispatch_dtype), row_bytes(m.hidden_size, m.combine_dtype)
-    routers = [make_router(r, m, par.ep, s.activations.hidden_size, s.seed) for r in s.routers]
+    locality = ExpertLocality(par.ep, placement.expert_rank, topo.gpu_node_index)
+    routers = [make_router(r, m, par.ep, s.activations.hidden_size, s.seed, locality) for r in s.routers]
     work: list[LayerWork] = []
     for layer in range(m.moe_layers):
         batch = make_batch(s.activations, par.tokens_per_gpu, topo.gpu_node_index, s.seed, layer)

@@ -83,7 +83,7 @@ def _cross_checks(s: Scenario, topo: TopologySpec) -> list[Problem]:
         if r.label in labels:
             out.append(problem(f"routers[{i}].name", "two routers share this label; give one a distinct name", r.label))
         labels.add(r.label)
-        uses_grap = r.kind == "etr" or getattr(r, "gate", None) == "grap"
+        uses_grap = r.kind in ("etr", "locmoe") or getattr(r, "gate", None) == "grap"
         if uses_grap and d_cap % m.num_experts:
             out.append(
                 problem(
