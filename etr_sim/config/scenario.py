@@ -146,16 +146,22 @@ class LocMoEFirstBatchCapacity(Strict):
 
 
 class DynamicCapacity(Strict):
-    """Recomputed on every call from affinity statistics (ETR Corollary 6; derivation in docs/routing.md):
-    C = clip(ceil(margin * 2 * s * q), min_tokens, s), q = estimated probability that a token which did
-    not nominate expert i out-scores one that did, s = tokens per capacity group."""
+    """Recomputed on every call from affinity statistics (ETR Corollary 6; derivation in docs/routing.md).
+
+    Per (capacity group, expert): nominators whose affinity beats the isotropic-null threshold are
+    "resonant" (r of m). Without significant resonance every nominator is kept (C_gi = m: token
+    choice); with it C_gi = r + 2 * s * q, q = mean null probability that an isotropic token out-scores
+    a resonant one. C = clip(ceil(margin * max C_gi), min_tokens, s)."""
 
     rule: Literal["dynamic"]
-    margin: PosFloat = Field(1.0, description="multiplier on Corollary 6's sufficient capacity 2 s q")
-    min_tokens: PosInt = Field(1, description="lower clip of C")
-    aggregate: Literal["mean", "max"] = Field(
-        "mean", description="combine the per-expert q_i: nominator-weighted mean, or the worst expert"
+    resonance_alpha: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.01, description="false-resonance rate: the threshold is the (1 - alpha) quantile of an isotropic token's best affinity"
     )
+    detection_sigmas: NonNeg = Field(
+        3.0, description="resonance is significant when r exceeds its null mean alpha*m by this many binomial sigmas"
+    )
+    margin: PosFloat = Field(1.0, description="multiplier on the computed capacity")
+    min_tokens: PosInt = Field(1, description="lower clip of C")
 
 
 CapacityRule = Annotated[

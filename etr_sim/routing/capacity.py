@@ -10,14 +10,20 @@ Rules (YAML ``capacity.rule``):
   a token and its gate"; the paper reports delta ~ 0.03 on PanGu-Sigma and does not say how it is
   estimated). Computed ONCE per MoE layer, on the first batch routed for that layer, then fixed.
 - ``dynamic``: recomputed on every call (every training step) from affinity statistics, after ETR
-  Corollary 6: ECR keeps the discriminative token when C >= 2 s q, q = P(an irrelevant token
-  out-scores it). We estimate q per expert as the Mann-Whitney probability that a token which did
-  NOT nominate expert i has a higher affinity to i than one that did (nominators stand in for
-  "discriminative", the rest for "irrelevant"), combine experts by a nominator-weighted mean (or
-  the max), and set C = clip(ceil(margin * 2 * s * q), min_tokens, s). With isotropic features the
-  nominators barely stand out (q ~ 0.1-0.5), 2 s q exceeds the nominators an expert gets (~ s l/E) and
-  the expert-side cut does not bind: pure token choice. As features cluster q falls towards 0, C
-  shrinks to Theta(1) and the expert-side cut binds: expert choice. Full derivation: docs/routing.md.
+  Theorem 5 / Corollary 6. Under the isotropic null (untrained features) a token's cosine to a gate
+  is ~ N(0, 1/d), so a nomination whose affinity exceeds tau = Phi^-1((1 - alpha)^(1/E)) / sqrt(d)
+  (the (1 - alpha) quantile of an isotropic token's best affinity) "resonates" with the expert.
+  Per (capacity group g, expert i) with m nominators of which r resonate:
+    * no significant resonance (r <= alpha m + k sqrt(alpha (1 - alpha) m)): the expert cannot tell
+      discriminative tokens from irrelevant ones (q = Theta(1)), so Corollary 6 asks for token
+      choice with C = Theta(s): keep every nominator, C_gi = m;
+    * resonance: keep the r resonant tokens plus Corollary 6's allowance for irrelevant tokens that
+      out-score them, C_gi = r + ceil(2 s q), q = mean over resonant nominators of the null
+      probability Phi(-a sqrt(d)) that one isotropic token out-scores affinity a.
+  C = clip(ceil(margin * max_gi C_gi), min_tokens, s). Untrained features give C = the largest
+  nominator count (the expert-side cut never binds: TCR); as features align with the gates the
+  resonant share grows, the stragglers (tokens that nominate i only by chance) stop counting, the
+  cut binds and the capacity falls towards the resonant count (ECR). docs/routing.md derives it.
 
 State is explicit: a ``CapacityState`` maps an MoE layer to the capacity fixed for it (and the delta
 it came from), so "first batch" means "first call of ``route`` for that layer", calls are
@@ -31,8 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.special import ndtr, ndtri
 
-from etr_sim.routing import functional as F
 from etr_sim.routing.theory import locmoe_min_capacity
 
 
@@ -69,16 +75,39 @@ def locmoe_capacity(delta: float, d: int, num_experts: int, scale: float) -> int
     return max(1, math.ceil(scale * bound - 1e-9)) if math.isfinite(bound) else 1
 
 
-def dynamic_capacity(
-    affinity: torch.Tensor, nominated: torch.Tensor, tokens_per_group: int, margin: float, min_tokens: int, aggregate: str
-) -> tuple[int, float]:
-    """ETR dynamic rule: C = clip(ceil(margin * 2 * s * q), min_tokens, s). Returns (C, q).
+def resonance_threshold(hidden_size: int, num_experts: int, alpha: float) -> float:
+    """tau: the (1 - alpha) quantile of the best of E isotropic cosines ~ N(0, 1/d)."""
+    return float(ndtri((1.0 - alpha) ** (1.0 / num_experts))) / math.sqrt(hidden_size)
 
-    Args: affinity [N, E], nominated [N, E] bool, s = tokens_per_group.
+
+def dynamic_capacity(
+    bucket: np.ndarray,
+    score: np.ndarray,
+    num_buckets: int,
+    tokens_per_group: int,
+    hidden_size: int,
+    num_experts: int,
+    rule,
+) -> tuple[int, dict[str, float]]:
+    """ETR dynamic rule (module docstring). Returns (C, statistics).
+
+    Args: bucket [A] (group * E + expert) and score [A] cosine affinity of every nomination,
+    s = tokens_per_group, d = hidden_size, rule a DynamicCapacity spec.
     """
-    q_i, m_i = F.outscore_probability(affinity, nominated)  # [E], [E]
-    if m_i.sum() == 0:
-        return max(1, min_tokens), 0.0
-    q = float(q_i.max()) if aggregate == "max" else float((q_i * m_i).sum() / m_i.sum())
-    c = math.ceil(margin * 2.0 * tokens_per_group * q - 1e-9)
-    return int(min(max(c, min_tokens, 1), max(tokens_per_group, 1))), q
+    if len(bucket) == 0:
+        return max(1, rule.min_tokens), {"capacity_resonant_share": 0.0}
+    tau = resonance_threshold(hidden_size, num_experts, rule.resonance_alpha)
+    resonant = score > tau  # [A]
+    m = np.bincount(bucket, minlength=num_buckets).astype(np.float64)  # [B]
+    r = np.bincount(bucket[resonant], minlength=num_buckets).astype(np.float64)
+    q_sum = np.bincount(bucket[resonant], weights=ndtr(-score[resonant] * math.sqrt(hidden_size)), minlength=num_buckets)
+    q = np.divide(q_sum, r, out=np.zeros_like(q_sum), where=r > 0)
+    a = rule.resonance_alpha
+    significant = r > a * m + rule.detection_sigmas * np.sqrt(a * (1.0 - a) * m)
+    c_gi = np.where(significant, r + np.ceil(2.0 * tokens_per_group * q), m)  # [B]
+    cap = math.ceil(rule.margin * float(c_gi.max()) - 1e-9)
+    cap = int(min(max(cap, rule.min_tokens, 1), max(tokens_per_group, 1)))
+    return cap, {
+        "capacity_resonant_share": float(resonant.mean()),
+        "capacity_resonant_experts": float(significant[m > 0].mean()) if (m > 0).any() else 0.0,
+    }

@@ -165,35 +165,41 @@ class Router(ABC):
         rule,
         batch: TokenBatch,
         affinity,
-        nominated: torch.Tensor | None,
+        bucket: np.ndarray,
+        score: np.ndarray,
+        num_buckets: int,
         tokens_per_group: int,
-        mean_nominations: float,
     ) -> tuple[int, dict[str, float]]:
         """Apply an ETR/LocMoE capacity rule. Returns (C, statistics describing how C was set).
 
-        ``affinity`` is the [N, E] cosine affinity or a function returning it (computed only when needed).
+        Args: the rule spec; ``affinity``: a function returning the [N, E] cosine affinity (called
+        only when needed); every nomination's bucket (group * E + expert) and cosine ``score`` [A].
         """
-        if callable(affinity):
-            affinity_of = affinity
-        else:
-            def affinity_of() -> torch.Tensor:
-                return affinity
         if isinstance(rule, FixedCapacity):
             return rule.tokens, {}
         if isinstance(rule, FactorCapacity):
+            mean_nominations = len(bucket) / max(batch.num_tokens, 1)
             return F.capacity_from_factor(rule.factor, tokens_per_group, mean_nominations, self.num_experts), {}
         if isinstance(rule, LocMoEFirstBatchCapacity):
             fixed = self.state.fixed.get(batch.layer)
             if fixed is None:
-                delta = rule.delta if rule.delta is not None else measured_delta(affinity_of(), rule.delta_quantile)
+                delta = rule.delta if rule.delta is not None else measured_delta(affinity(), rule.delta_quantile)
                 cap = locmoe_capacity(delta, batch.hidden_size, self.num_experts, rule.scale)
                 fixed = self.state.fixed[batch.layer] = FixedForLayer(cap, delta, batch.step)
             return fixed.capacity, {"capacity_delta": fixed.delta, "capacity_fixed_at_step": float(fixed.step)}
         if isinstance(rule, DynamicCapacity):
-            assert nominated is not None
-            cap, q = dynamic_capacity(affinity_of(), nominated, tokens_per_group, rule.margin, rule.min_tokens, rule.aggregate)
-            return cap, {"capacity_q": q}
+            return dynamic_capacity(
+                bucket, score, num_buckets, tokens_per_group, batch.hidden_size, self.num_experts, rule
+            )
         raise AssertionError(f"unknown capacity rule {rule!r}")
+
+    def calibrate(self, batch: TokenBatch) -> None:
+        """Fix the state of stateful capacity rules on ``batch`` (as if it were the layer's first batch).
+
+        Lets a caller that routes a large batch in chunks fix "the first batch" to the whole batch.
+        """
+        self.state.fixed.pop(batch.layer, None)
+        self.route(batch)
 
 
 def _tokens_per_group(group: np.ndarray) -> int:
@@ -296,17 +302,13 @@ class Etr(Router):
         expert = top_e.reshape(-1).numpy().astype(np.int64)[flat_valid]
         score = top_a.reshape(-1).numpy().astype(np.float64)[flat_valid]
         group = self.groups(batch)
-        s_group = _tokens_per_group(group)
-        nominated = None
-        if isinstance(s.capacity, DynamicCapacity):
-            nominated = torch.zeros((n, n_exp), dtype=torch.bool)
-            nominated[torch.from_numpy(token), torch.from_numpy(expert)] = True
-        capacity, cap_stats = self.capacity_from_rule(
-            s.capacity, batch, affinity, nominated, s_group, len(token) / max(n, 1)
-        )
+        num_buckets = (int(group.max()) + 1) * n_exp if n else 0
         bucket = group[token] * n_exp + expert
+        capacity, cap_stats = self.capacity_from_rule(
+            s.capacity, batch, lambda: affinity, bucket, score, num_buckets, _tokens_per_group(group)
+        )
         keep = F.keep_best_per_bucket(bucket, score, capacity)
-        nominators = np.bincount(bucket, minlength=int(group.max() + 1) * n_exp if n else 0)
+        nominators = np.bincount(bucket, minlength=num_buckets)
         weight = self.combine_weights(token, score, keep, n)
         return self.decide(
             batch, group, token, expert, weight, keep, capacity, s.padded,
@@ -353,12 +355,15 @@ class LocMoE(Router):
         def affinity() -> torch.Tensor:  # cosine, only needed while a capacity is being set
             return block / (math.sqrt(batch.hidden_size / n_exp) * F.token_norm(batch.hidden))
 
-        nominated = None
+        bucket = group[token] * n_exp + expert
+        num_buckets = (int(group.max()) + 1) * n_exp if n else 0
+        score = np.zeros(0)
         if isinstance(s.capacity, DynamicCapacity):
-            nominated = torch.zeros((n, n_exp), dtype=torch.bool)
-            nominated[torch.from_numpy(token), choice] = True
-        capacity, cap_stats = self.capacity_from_rule(s.capacity, batch, affinity, nominated, _tokens_per_group(group), 1.0)
-        keep = F.keep_best_per_bucket(group[token] * n_exp + expert, prob, capacity)
+            score = affinity().gather(1, choice[:, None])[:, 0].double().numpy()  # [N] cosine of the choice
+        capacity, cap_stats = self.capacity_from_rule(
+            s.capacity, batch, affinity, bucket, score, num_buckets, _tokens_per_group(group)
+        )
+        keep = F.keep_best_per_bucket(bucket, prob, capacity)
         aux = F.switch_aux_loss(probs, choice) if n else 0.0
         return self.decide(batch, group, token, expert, prob, keep, capacity, s.padded, aux_loss=aux, **cap_stats)
 
