@@ -14,7 +14,7 @@ import simpy
 from etr_sim.activations import make_batch
 from etr_sim.config import LoadedScenario
 from etr_sim.metrics import layer_frame, phase_frame, summary_frame
-from etr_sim.routing import make_router
+from etr_sim.routing.registry import make_router
 from etr_sim.sim.compute import expert_ffn_time_s
 from etr_sim.sim.flownet import FlowNetwork
 from etr_sim.sim.layer import moe_layer
