@@ -15,15 +15,18 @@ from etr_sim.errors import EtrSimError, InternalError
 def _cmd_run(args: argparse.Namespace) -> int:
     from etr_sim.config import load_scenario
     from etr_sim.pipeline import run
-    from etr_sim.report.table import format_table
+    from etr_sim.report.progress import Progress
+    from etr_sim.report.table import format_table, view_for
     from etr_sim.report.writer import default_out_dir, write_report
 
     loaded = load_scenario(args.scenario)
-    result = run(loaded)
-    out = write_report(result, Path(args.out) if args.out else default_out_dir(result))
-    print(f"{loaded.scenario.name}: {result.topology.num_gpus} GPUs on {loaded.topology.name}, "
-          f"{loaded.scenario.model.moe_layers} MoE layer(s), seed {loaded.scenario.seed}")
-    print(format_table(result.summary))
+    s = loaded.scenario
+    with Progress(enabled=not args.quiet) as progress:
+        result = run(loaded, progress=progress.update)
+    out = write_report(result, Path(args.out) if args.out else default_out_dir(loaded))
+    print(f"{s.name}: {result.topology.num_gpus} GPUs on {loaded.topology.name}, scope {s.step.scope}, "
+          f"{s.model.moe_layers} MoE layer(s), seed {s.seed}")
+    print(format_table(result.summary, view_for(s.step.scope)))
     print(f"report: {out}")
     return 0
 
@@ -56,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a scenario and write its report")
     r.add_argument("scenario", help="scenario YAML file")
     r.add_argument("--out", help="report folder (default reports/<scenario>/<run-id>)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_cmd_run)
     v = sub.add_parser("validate", help="check scenario or topology files without running them")
     v.add_argument("files", nargs="+")
