@@ -53,6 +53,27 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from etr_sim.report.compare import load_runs
+    from etr_sim.report.table import STEP_VIEW, format_table
+
+    table = load_runs(args.runs)
+    print(format_table(table, STEP_VIEW if "mfu" in table and table.mfu.notna().any() else None))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from etr_sim.config import Scenario, TopologySpec
+
+    model = {"scenario": Scenario, "topology": TopologySpec}[args.kind]
+    print(json.dumps(model.model_json_schema(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etr-sim", description="MoE all-to-all cluster simulator (ETR vs TCR vs ECR)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -64,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check scenario or topology files without running them")
     v.add_argument("files", nargs="+")
     v.set_defaults(func=_cmd_validate)
+    c = sub.add_parser("compare", help="put several run folders side by side")
+    c.add_argument("runs", nargs="+", help="run folders (reports/<scenario>/<run-id>)")
+    c.add_argument("--csv", help="also write the combined table here")
+    c.set_defaults(func=_cmd_compare)
+    sc = sub.add_parser("schema", help="print the JSON Schema of scenario or topology files")
+    sc.add_argument("kind", choices=["scenario", "topology"])
+    sc.set_defaults(func=_cmd_schema)
     return p
 
 

@@ -6,7 +6,7 @@ SimPy -> records -> metrics. Everything before SimPy is plain data that can be p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -69,7 +69,6 @@ class RunResult:
     steps: pd.DataFrame  # one row per (router, training stage)
     expert_load: pd.DataFrame  # (router, training stage, expert, tokens)
     links: pd.DataFrame  # (router, training stage, link) bytes and utilisation
-    runs: list[RouterStep] = field(default_factory=list)
 
 
 def make_layout(s: Scenario, topo: Topology) -> Layout:
@@ -279,28 +278,43 @@ def training_stages(s: Scenario) -> list[tuple[int, int, object]]:
     return out
 
 
-def run(loaded: LoadedScenario, progress=None) -> RunResult:
-    """Simulate every router at every training stage; ``progress(done, total, label)`` is optional."""
+def _simulate(loaded: LoadedScenario, prefix: str, tick) -> tuple[Topology, dict]:
+    """Every router at every training stage of one scenario (variant); labels get ``prefix``."""
     s = loaded.scenario
     topo = build_topology(loaded.topology, loaded.topology_source)
     layout = make_layout(s, topo)
-    t_stages = training_stages(s)
     runs: list[RouterStep] = []
-    total = len(s.routers) * len(t_stages)
     for r_spec in s.routers:
+        label = prefix + r_spec.label
         router = make_router(r_spec, s.model, layout.ep, s.activations.hidden_size, s.seed)
-        for ti, (start, n_steps, act_spec) in enumerate(t_stages):
+        for ti, (start, n_steps, act_spec) in enumerate(training_stages(s)):
             builder = StepBuilder(s, topo, layout, act_spec, router)
             programs, samples = builder.build()
             sim = StepSimulator(programs, topo.capacity_Bps, topo.latency_s, s.overlap.dp_grad_reduce)
             step_s = sim.run()
-            facts = [{"router": r_spec.label, "training_stage": ti, **x.facts} for x in samples]
+            facts = [{"router": label, "training_stage": ti, **x.facts} for x in samples]
             load = np.sum([x.expert_load for x in samples], axis=0) if samples else np.zeros(s.model.num_experts)
-            runs.append(RouterStep(r_spec.label, ti, start, n_steps, step_s, sim.rec, facts, builder.memory(samples),
+            runs.append(RouterStep(label, ti, start, n_steps, step_s, sim.rec, facts, builder.memory(samples),
                                    load, sim.net.bytes_carried.copy()))
-            if progress is not None:
-                progress(len(runs), total, f"{r_spec.label} stage {ti}")
+            tick(f"{label} stage {ti}")
     n_mb = microbatches(s, layout) if s.step.scope == "training_step" else 1
-    tables = step_metrics(s, layout, topo, runs, n_mb)
-    return RunResult(loaded, topo, tables["summary"], tables["layers"], tables["ops"], tables["steps"],
-                     tables["expert_load"], tables["links"], runs)
+    return topo, step_metrics(s, layout, topo, runs, n_mb, [prefix + r.label for r in s.routers])
+
+
+def run(loaded: LoadedScenario, progress=None) -> RunResult:
+    """Simulate every variant, router and training stage; ``progress(done, total, label)`` is optional."""
+    jobs = loaded.runs()
+    total = sum(len(sub.scenario.routers) * len(training_stages(sub.scenario)) for _, sub in jobs)
+    done = [0]
+
+    def tick(label: str) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total, label)
+
+    parts = [_simulate(sub, prefix, tick) for prefix, sub in jobs]
+    tables = {k: pd.concat([p[1][k] for p in parts], ignore_index=True) for k in parts[0][1]}
+    summary = tables["summary"]
+    summary["speedup_vs_first"] = summary.step_s.iloc[0] / summary.step_s
+    return RunResult(loaded, parts[0][0], summary, tables["layers"], tables["ops"], tables["steps"],
+                     tables["expert_load"], tables["links"])

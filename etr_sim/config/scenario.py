@@ -188,6 +188,13 @@ class ComputeSpec(Strict):
     attention_efficiency: Fraction = Field(0.5, description="fraction of peak reached by the attention score/softmax/value kernels (FlashAttention-2 class)")
 
 
+class Variant(Strict):
+    """A what-if: ``overrides`` deep-merge into the scenario (e.g. another topology or NIC speed)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
 class Scenario(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     description: str = ""
@@ -204,3 +211,4 @@ class Scenario(Strict):
     overlap: OverlapSpec = OverlapSpec()
     memory: MemorySpec = MemorySpec()
     training: TrainingSpec = TrainingSpec()
+    variants: list[Variant] = Field(default_factory=list, description="compared side by side; rows are labelled variant/router")

@@ -63,8 +63,8 @@ def model_flops_per_step(s: Scenario, layout: Layout, microbatches: int) -> floa
     return 3.0 * per_token * tokens
 
 
-def step_metrics(s: Scenario, layout: Layout, topo: Topology, runs, n_mb: int) -> dict[str, pd.DataFrame]:
-    """Tables of a run; ``n_mb`` micro-batches per step (1 for the MoE-layers scope)."""
+def step_metrics(s: Scenario, layout: Layout, topo: Topology, runs, n_mb: int, order: list[str]) -> dict[str, pd.DataFrame]:
+    """Tables of a run; ``n_mb`` micro-batches per step (1 for the MoE-layers scope); ``order``: router labels."""
     training = s.step.scope == "training_step"
     gpus = topo.num_gpus
     m = s.model
@@ -119,7 +119,7 @@ def step_metrics(s: Scenario, layout: Layout, topo: Topology, runs, n_mb: int) -
             "bytes": r.link_bytes, "utilisation": util,
         }))
     steps = pd.DataFrame(step_rows)
-    summary = summarize(steps, [r.label for r in s.routers], training)
+    summary = summarize(steps, order)
     return {
         "ops": pd.concat(op_frames, ignore_index=True),
         "layers": pd.concat(fact_frames, ignore_index=True),
@@ -130,7 +130,7 @@ def step_metrics(s: Scenario, layout: Layout, topo: Topology, runs, n_mb: int) -
     }
 
 
-def summarize(steps: pd.DataFrame, order: list[str], training: bool) -> pd.DataFrame:
+def summarize(steps: pd.DataFrame, order: list[str]) -> pd.DataFrame:
     """One row per router: metrics averaged over training stages weighted by the steps each covers."""
     rows = []
     for router in order:
@@ -146,6 +146,5 @@ def summarize(steps: pd.DataFrame, order: list[str], training: bool) -> pd.DataF
         row["total_training_s"] = float((st.step_s * st.steps).sum())
         rows.append(row)
     out = pd.DataFrame(rows)
-    base = out.step_s.iloc[0]
-    out["speedup_vs_first"] = base / out.step_s
+    out["speedup_vs_first"] = out.step_s.iloc[0] / out.step_s
     return out
