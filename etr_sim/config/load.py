@@ -104,6 +104,19 @@ def _cross_checks(s: Scenario, topo: TopologySpec) -> list[Problem]:
         out.append(problem("model.num_kv_heads", f"must divide num_attention_heads={m.num_attention_heads}", m.num_kv_heads))
     if m.top_k > m.num_experts:
         out.append(problem("model.top_k", f"larger than model.num_experts={m.num_experts}", m.top_k))
+    pl = s.placement
+    if pl.kind == "explicit":
+        if pl.expert_ranks is None or len(pl.expert_ranks) != m.num_experts:
+            out.append(problem("placement.expert_ranks", f"explicit placement needs one EP rank per expert ({m.num_experts})",
+                               pl.expert_ranks))
+        elif max(pl.expert_ranks) >= par.ep:
+            out.append(problem("placement.expert_ranks", f"ranks must be below ep={par.ep}", max(pl.expert_ranks)))
+    elif pl.expert_ranks is not None:
+        out.append(problem("placement.expert_ranks", f"only used with kind 'explicit' (kind is {pl.kind!r})", pl.expert_ranks))
+    if pl.replicate_hot > m.num_experts:
+        out.append(problem("placement.replicate_hot", f"more than model.num_experts={m.num_experts}", pl.replicate_hot))
+    if pl.replicate_hot and par.ep < 2:
+        out.append(problem("placement.replicate_hot", "replicas need ep >= 2 (another rank to hold them)", pl.replicate_hot))
     labels: set[str] = set()
     d_cap = s.activations.hidden_size
     for i, r in enumerate(s.routers):
