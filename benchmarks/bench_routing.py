@@ -87,7 +87,7 @@ def main() -> None:
     n_chunks = args.tokens // rows
     pool = make_pool(args.pool, rows, args.hidden, seed=0)
     num_gpus = -(-n_chunks * args.chunk_gpus // args.ep) * args.ep
-    locality = ExpertLocality(
+    locality = ExpertLocality.from_ranks(
         args.ep,
         np.arange(args.experts, dtype=np.int64) // (args.experts // args.ep),
         np.arange(num_gpus, dtype=np.int64) // args.gpus_per_node,

@@ -1,38 +1,24 @@
-"""Routers (token choice, expert choice, ETR, LocMoE, hash, ...) from token batches to RoutingDecisions.
+"""Routers (token choice, expert choice, ETR, LocMoE, hash, balanced, node-limited, ...) from token batches to RoutingDecisions.
 
-torch stops here: a RoutingDecision holds numpy arrays only.
+torch stops here: a RoutingDecision holds numpy arrays only, and importing it does not import
+torch (the routers load on first use of ``ROUTERS``/``make_router``), so traffic/ and sim/ run
+without torch.
 """
 
 from __future__ import annotations
 
 from etr_sim.routing.decision import RoutingDecision
 from etr_sim.routing.locality import ExpertLocality
-from etr_sim.routing.routers import (
-    Balanced,
-    Etr,
-    ExpertChoice,
-    Hash,
-    LocMoE,
-    NodeLimited,
-    RandomUniform,
-    Router,
-    TokenChoice,
-)
 
-# One entry per YAML ``routers[].kind``.
-ROUTERS: dict[str, type[Router]] = {
-    cls.kind: cls for cls in (TokenChoice, ExpertChoice, Etr, LocMoE, Hash, RandomUniform, Balanced, NodeLimited)
-}
+_LAZY = {"ROUTERS", "Router", "make_router"}
 
 
-def make_router(spec, model, ep: int, hidden_size: int, seed: int, locality: ExpertLocality | None = None) -> Router:
-    """Build the router for ``spec.kind``.
+def __getattr__(name: str):
+    if name in _LAZY:
+        from etr_sim.routing import registry, routers
 
-    Args: spec (a RouterSpec), the simulated model (experts, top_k), ep, the CAPTURED hidden size the
-    router sees, the scenario seed, and where experts live (None: contiguous placement, GPU->node map
-    read from each batch).
-    """
-    return ROUTERS[spec.kind](spec, model, ep, hidden_size, seed, locality)
+        return getattr(registry, name, None) or getattr(routers, name)
+    raise AttributeError(name)
 
 
 __all__ = ["ROUTERS", "ExpertLocality", "Router", "RoutingDecision", "make_router"]

@@ -145,9 +145,7 @@ class Router(ABC):
         )
         reached = np.zeros(batch.num_tokens, dtype=bool)
         reached[dec.token] = True
-        loc = self.locality_for(batch)
-        src = batch.src_gpu[dec.token]
-        expert_node = loc.gpu_node[src // loc.ep * loc.ep + loc.expert_rank[dec.expert]]  # [A]
+        expert_node = self.locality_for(batch).assignment_node(batch.src_gpu[dec.token], dec.expert)  # [A]
         pad = dec.padding_slots()
         dec.stats.update(
             dropped_fraction=dec.num_dropped / max(dec.num_nominated, 1),
