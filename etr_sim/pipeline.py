@@ -13,7 +13,6 @@ import pandas as pd
 
 from etr_sim.activations import make_batch
 from etr_sim.config import LoadedScenario
-from etr_sim.config.base import deep_merge
 from etr_sim.config.scenario import Scenario
 from etr_sim.metrics import step_metrics
 from etr_sim.routing.locality import ExpertLocality
@@ -288,22 +287,6 @@ class StepBuilder:
         return worst
 
 
-def training_stages(s: Scenario) -> list[tuple[int, int, object]]:
-    """[(first step, number of steps, activation spec)] covering steps 0..training.steps-1."""
-    stages = sorted(s.training.stages, key=lambda t: t.step)
-    if not stages or stages[0].step > 0:
-        points = [(0, {})] + [(t.step, t.activations) for t in stages]
-    else:
-        points = [(t.step, t.activations) for t in stages]
-    out = []
-    base = s.activations.model_dump()
-    for i, (start, over) in enumerate(points):
-        end = points[i + 1][0] if i + 1 < len(points) else s.training.steps
-        spec = type(s.activations).model_validate(deep_merge(base, over))
-        out.append((start, max(end - start, 0), spec))
-    return out
-
-
 def _simulate(loaded: LoadedScenario, prefix: str, tick) -> tuple[Topology, dict]:
     """Every router at every training stage of one scenario (variant); labels get ``prefix``."""
     s = loaded.scenario
@@ -313,7 +296,7 @@ def _simulate(loaded: LoadedScenario, prefix: str, tick) -> tuple[Topology, dict
     for r_spec in s.routers:
         label = prefix + r_spec.label
         router = make_router(r_spec, s.model, layout.ep, s.activations.hidden_size, s.seed)
-        for ti, (start, n_steps, act_spec) in enumerate(training_stages(s)):
+        for ti, (start, n_steps, act_spec) in enumerate(loaded.training_stages):
             builder = StepBuilder(s, topo, layout, act_spec, router)
             programs, samples = builder.build()
             sim = StepSimulator(programs, topo.capacity_Bps, topo.latency_s, s.overlap.dp_grad_reduce)
@@ -330,7 +313,7 @@ def _simulate(loaded: LoadedScenario, prefix: str, tick) -> tuple[Topology, dict
 def run(loaded: LoadedScenario, progress=None) -> RunResult:
     """Simulate every variant, router and training stage; ``progress(done, total, label)`` is optional."""
     jobs = loaded.runs()
-    total = sum(len(sub.scenario.routers) * len(training_stages(sub.scenario)) for _, sub in jobs)
+    total = sum(len(sub.scenario.routers) * len(sub.training_stages) for _, sub in jobs)
     done = [0]
 
     def tick(label: str) -> None:
