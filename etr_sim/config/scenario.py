@@ -153,7 +153,8 @@ class ExpertChoiceRouter(RouterBase):
 
 
 class FactorCapacity(Strict):
-    """Conventional C = ceil(factor * tokens_per_group * l / E), l = mean nominations per token."""
+    """Conventional C = ceil(factor * tokens_per_group * l / E); l = nominations per token (its maximum
+    when a nomination threshold makes l vary, so chunking a batch does not change C)."""
 
     rule: Literal["factor"]
     factor: PosFloat = 1.0

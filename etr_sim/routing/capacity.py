@@ -2,8 +2,8 @@
 
 Rules (YAML ``capacity.rule``):
 - ``fixed``: C = tokens.
-- ``factor``: C = ceil(factor * s * l / E), s = tokens per capacity group, l = mean nominations per
-  token (the conventional GShard / LocMoE 3.2 capacity).
+- ``factor``: C = ceil(factor * s * l / E), s = tokens per capacity group, l = nominations per token
+  (the maximum l under a nomination threshold) (the conventional GShard / LocMoE 3.2 capacity).
 - ``locmoe_first_batch``: LocMoE Theorem 1, C = ceil(scale / (E * p_delta)) with
   p_delta = 1 - I_{delta^2}(1/2, (d-1)/2). delta is given, or measured on the first batch as a
   quantile of every token's best GrAP affinity (our reading of LocMoE's "angular deviation between

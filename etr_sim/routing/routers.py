@@ -167,17 +167,19 @@ class Router(ABC):
         score: np.ndarray,
         num_buckets: int,
         tokens_per_group: int,
+        nominations: int,
     ) -> tuple[int, dict[str, float]]:
         """Apply an ETR/LocMoE capacity rule. Returns (C, statistics describing how C was set).
 
         Args: the rule spec; ``affinity``: a function returning the [N, E] cosine affinity (called
-        only when needed); every nomination's bucket (group * E + expert) and cosine ``score`` [A].
+        only when needed); every nomination's bucket (group * E + expert) and cosine ``score`` [A];
+        ``nominations``: l in the factor rule (the maximum l when nominations vary per token, so the
+        capacity does not depend on how a batch is chunked).
         """
         if isinstance(rule, FixedCapacity):
             return rule.tokens, {}
         if isinstance(rule, FactorCapacity):
-            mean_nominations = len(bucket) / max(batch.num_tokens, 1)
-            return F.capacity_from_factor(rule.factor, tokens_per_group, mean_nominations, self.num_experts), {}
+            return F.capacity_from_factor(rule.factor, tokens_per_group, nominations, self.num_experts), {}
         if isinstance(rule, LocMoEFirstBatchCapacity):
             fixed = self.state.fixed.get(batch.layer)
             if fixed is None:
@@ -303,7 +305,7 @@ class Etr(Router):
         num_buckets = (int(group.max()) + 1) * n_exp if n else 0
         bucket = group[token] * n_exp + expert
         capacity, cap_stats = self.capacity_from_rule(
-            s.capacity, batch, lambda: affinity, bucket, score, num_buckets, _tokens_per_group(group)
+            s.capacity, batch, lambda: affinity, bucket, score, num_buckets, _tokens_per_group(group), l_max
         )
         keep = F.keep_best_per_bucket(bucket, score, capacity)
         nominators = np.bincount(bucket, minlength=num_buckets)
@@ -359,7 +361,7 @@ class LocMoE(Router):
         if isinstance(s.capacity, DynamicCapacity):
             score = affinity().gather(1, choice[:, None])[:, 0].double().numpy()  # [N] cosine of the choice
         capacity, cap_stats = self.capacity_from_rule(
-            s.capacity, batch, affinity, bucket, score, num_buckets, _tokens_per_group(group)
+            s.capacity, batch, affinity, bucket, score, num_buckets, _tokens_per_group(group), 1
         )
         keep = F.keep_best_per_bucket(bucket, prob, capacity)
         aux = F.switch_aux_loss(probs, choice) if n else 0.0
