@@ -6,7 +6,7 @@ chunk carrying its own GPUs (whole capacity groups) and positions. For each rout
 prints one JSON line:
     router, tokens, seconds, tokens_per_s, read_s, ratio_to_read, peak_rss_bytes
 ratio_to_read = router time / time of one pass reading the same chunks (torch.sum over each bf16
-chunk, measured in the same run): the physical floor. peak_rss_bytes is the process's peak resident
+chunk, re-measured just before each router in the same run): the physical floor. peak_rss_bytes is the process's peak resident
 set so far (ru_maxrss, monotone: later routers report at least the earlier peaks).
 
 Usage: python benchmarks/bench_routing.py [--tokens N] [--chunk-gpus G] [--routers etr,locmoe,...]
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -95,13 +96,15 @@ def main() -> None:
     model = ModelSpec(hidden_size=args.hidden, num_experts=args.experts, top_k=args.top_k)
     adapter = TypeAdapter(RouterSpec)
 
-    t0 = time.perf_counter()
-    acc = 0.0
-    for b in chunks(pool, n_chunks, args.tokens_per_gpu, args.chunk_gpus, args.gpus_per_node):
-        acc += float(b.hidden.sum())
-    read_s = time.perf_counter() - t0
+    def read_pass() -> float:
+        t0 = time.perf_counter()
+        for b in chunks(pool, n_chunks, args.tokens_per_gpu, args.chunk_gpus, args.gpus_per_node):
+            float(b.hidden.sum())
+        return time.perf_counter() - t0
 
+    read_pass()  # warm up
     for name in args.routers.split(","):
+        read_s = read_pass()  # the floor, re-timed next to each router (the CPU is shared)
         router = make_router(adapter.validate_python(ROUTER_SPECS[name]), model, args.ep, args.hidden, 0, locality)
         kept = 0
         t0 = time.perf_counter()
@@ -121,6 +124,7 @@ def main() -> None:
                     "peak_rss_bytes": peak,
                     "kept_assignments": kept,
                     "threads": torch.get_num_threads(),
+                    "loadavg_1m": round(os.getloadavg()[0], 2),
                 }
             ),
             flush=True,

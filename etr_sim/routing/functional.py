@@ -13,7 +13,6 @@ in float32. No chunk is ever copied to float32 as a whole. Softmax and top-k run
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -22,18 +21,15 @@ import torch
 _HALF = (torch.bfloat16, torch.float16)
 
 
-@functools.lru_cache(maxsize=16)
-def _block_indicator(hidden_size: int, num_experts: int, dtype: torch.dtype) -> torch.Tensor:
-    """[d, E] 1 on expert i's block of d/E channels, 0 elsewhere (GrAP without the 1/block scale)."""
-    return (torch.arange(hidden_size)[:, None] // (hidden_size // num_experts) == torch.arange(num_experts)[None, :]).to(dtype)
-
-
 def grap_block_sums(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:
-    """[N, E] float32 sum of each token's d/E-channel block i. hidden [N, d], d % E == 0."""
+    """[N, E] float32 sum of each token's d/E-channel block i. hidden [N, d], d % E == 0.
+
+    bf16/fp16: reduced in the input dtype (float accumulation inside the kernel, rounded output),
+    one pass over the data and no float32 copy.
+    """
     n, d = hidden.shape
-    if hidden.dtype in _HALF:
-        return (hidden @ _block_indicator(d, num_experts, hidden.dtype)).float()  # [N, E], fp32 accumulation
-    return hidden.float().view(n, num_experts, d // num_experts).sum(-1)  # [N, E]
+    x = hidden if hidden.dtype in _HALF else hidden.float()
+    return x.view(n, num_experts, d // num_experts).sum(-1).float()  # [N, E]
 
 
 def token_norm(hidden: torch.Tensor) -> torch.Tensor:
@@ -66,6 +62,26 @@ def linear_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return hidden.float() @ weight.float()
 
 
+def topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) [N, k] of the k largest scores per row, descending. scores [N, E].
+
+    For k <= 4 it takes k successive row maxima (several times faster than torch.topk on CPU for
+    narrow rows); ties go to the lower expert index.
+    """
+    if k > 4 or k >= scores.shape[1]:
+        return scores.topk(k, dim=-1)
+    vals, idxs = [], []
+    work = scores
+    for j in range(k):
+        v, i = work.max(dim=-1)  # [N]
+        vals.append(v)
+        idxs.append(i)
+        if j + 1 < k:
+            work = work.clone() if j == 0 else work
+            work.scatter_(1, i[:, None], -math.inf)
+    return torch.stack(vals, 1), torch.stack(idxs, 1)
+
+
 def grap_weight(hidden_size: int, num_experts: int) -> torch.Tensor:
     """[d, E] the explicit GrAP gate matrix (for tests and for gate='grap' in softmax routers)."""
     w = torch.zeros(hidden_size, num_experts)
@@ -84,21 +100,27 @@ def random_gate(hidden_size: int, num_experts: int, seed: int) -> torch.Tensor:
 def keep_best_per_bucket(bucket: np.ndarray, priority: np.ndarray, capacity: int) -> np.ndarray:
     """Keep the ``capacity`` highest-priority candidates of each bucket (ties: lower index first).
 
-    Two stable sorts (priority descending, then bucket) give the order (bucket, priority desc,
-    index); a candidate is kept when its rank inside its bucket is below ``capacity``.
+    Buckets within capacity keep everything; only the candidates of overflowing buckets are sorted,
+    by two stable sorts (priority descending, then bucket), and kept when their rank inside the
+    bucket is below ``capacity``.
 
-    Args: bucket [A] int (e.g. group * E + expert), priority [A] float. Returns keep [A] bool.
+    Args: bucket [A] int >= 0 (e.g. group * E + expert), priority [A] float. Returns keep [A] bool.
     """
     a = len(bucket)
     if a == 0:
         return np.zeros(0, dtype=bool)
-    by_priority = np.argsort(-priority, kind="stable")  # [A]
-    order = by_priority[np.argsort(bucket[by_priority], kind="stable")]  # [A] bucket-major
-    sorted_bucket = bucket[order]
-    starts = np.flatnonzero(np.r_[True, sorted_bucket[1:] != sorted_bucket[:-1]])  # bucket starts
-    run_start = np.repeat(starts, np.diff(np.r_[starts, a]))
-    keep = np.zeros(a, dtype=bool)
-    keep[order] = (np.arange(a) - run_start) < capacity  # rank within the bucket < C
+    over = np.bincount(bucket)[bucket] > capacity  # [A] candidate sits in an overflowing bucket
+    keep = ~over
+    idx = np.flatnonzero(over)
+    if len(idx) == 0:
+        return keep
+    b, p = bucket[idx], priority[idx]
+    by_priority = np.argsort(-p, kind="stable")
+    order = by_priority[np.argsort(b[by_priority], kind="stable")]  # bucket-major, priority desc, index
+    sorted_b = b[order]
+    starts = np.flatnonzero(np.r_[True, sorted_b[1:] != sorted_b[:-1]])
+    rank = np.arange(len(idx)) - np.repeat(starts, np.diff(np.r_[starts, len(idx)]))
+    keep[idx[order]] = rank < capacity
     return keep
 
 

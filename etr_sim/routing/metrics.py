@@ -62,22 +62,21 @@ def calinski_harabasz(hidden: torch.Tensor, token: np.ndarray, expert: np.ndarra
     if a == 0:
         return float("nan")
     pick = np.arange(a) if a <= sample else np.linspace(0, a - 1, sample).astype(np.int64)
-    pick = pick[np.argsort(expert[pick], kind="stable")]  # grouped by expert
-    x = hidden[torch.from_numpy(token[pick])].float()  # [m, d]
-    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # [m, 1]
-    x = x.div_(norm.clamp_min(1e-12)).numpy()
-    unit_rows = float((norm > 0).sum())  # sum of |x|^2 after normalisation
-    lab = expert[pick]
-    starts = np.flatnonzero(np.r_[True, lab[1:] != lab[:-1]])  # [k] first row of each expert
-    k, m = len(starts), len(pick)
+    lab_all, lab = np.unique(expert[pick], return_inverse=True)
+    k, m = len(lab_all), len(pick)
     if k < 2 or m <= k:
         return float("nan")
-    counts = np.diff(np.r_[starts, m]).astype(np.float64)  # [k]
-    sums = np.add.reduceat(x, starts, axis=0).astype(np.float64)  # [k, d] per-expert sums
+    x = hidden.index_select(0, torch.from_numpy(token[pick]))  # [m, d] input dtype (index_select: fast gather)
+    norm = torch.linalg.vector_norm(x, dim=-1).float()  # [m]
+    inv = torch.where(norm > 0, 1.0 / norm.clamp_min(1e-30), torch.zeros_like(norm))
+    weight = torch.zeros(k, m)  # [k, m] one-hot of the expert, scaled by 1/|x|: rows get unit norm
+    weight[torch.from_numpy(lab), torch.arange(m)] = inv
+    sums = (weight.to(x.dtype) @ x).double().numpy()  # [k, d] per-expert sums of unit rows
+    counts = np.bincount(lab, minlength=k).astype(np.float64)  # [k]
     # Rows have unit norm: within = m - sum_k |S_k|^2 / n_k, between = sum_k |S_k|^2 / n_k - |S|^2 / m.
     explained = float((np.square(sums).sum(-1) / counts).sum())
     between = explained - float(np.square(sums.sum(0)).sum()) / m
-    within = unit_rows - explained
+    within = float((norm > 0).sum()) - explained
     if within <= 1e-12:
         return float("nan")
     return (between / (k - 1)) / (within / (m - k))

@@ -248,7 +248,7 @@ class TokenChoice(Router):
         s = self.spec
         k = s.top_k or self.model.top_k
         probs = torch.softmax(self.gate_logits(batch, s.gate), dim=-1)  # [N, E]
-        top_p, top_e = probs.topk(k, dim=-1)  # [N, k]
+        top_p, top_e = F.topk(probs, k)  # [N, k]
         aux = F.switch_aux_loss(probs, top_e[:, 0]) if batch.num_tokens else 0.0
         return _topk_decision(
             self, batch, probs, top_p, top_e, s.capacity_factor, s.padded, s.drop_policy, s.normalize_weights, aux_loss=aux
@@ -294,7 +294,7 @@ class Etr(Router):
         if s.nomination_threshold is not None:
             _, top_e, valid = F.threshold_nominations(ranking, s.nomination_threshold, l_max)  # [N, L]
         else:
-            top_e = ranking.topk(l_max, dim=-1).indices  # [N, l]
+            top_e = F.topk(ranking, l_max)[1]  # [N, l]
             valid = torch.ones_like(top_e, dtype=torch.bool)
         top_a = affinity.gather(1, top_e)  # [N, L] true affinity of each nomination
         flat_valid = valid.reshape(-1).numpy()
@@ -437,7 +437,7 @@ class NodeLimited(Router):
         node = self.locality_for(batch).expert_node(batch.src_gpu)  # [N, E] absolute node ids
         compact = node - node.min(axis=1, keepdims=True)  # [N, E] node index inside the token's EP group
         mask = F.node_limited_mask(probs, torch.from_numpy(compact), s.max_nodes, s.node_score)
-        top_p, top_e = probs.masked_fill(~mask, -1.0).topk(k, dim=-1)  # [N, k] (-1 < any probability)
+        top_p, top_e = F.topk(probs.masked_fill(~mask, -1.0), k)  # [N, k] (-1 < any probability)
         if batch.num_tokens and bool((top_p < 0).any()):
             raise ConfigError(
                 "scenario",
