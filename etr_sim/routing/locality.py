@@ -1,5 +1,6 @@
 """Where each expert lives, seen from each token: what locality-aware routers and the locality metric need.
 
+Tokens are assumed to live on the node of their GPU (``gpu_node[src_gpu] == src_node``).
 The routing stage must not import traffic/ (imports go downward only), so this module takes the
 placement as plain arrays: ``expert_gpu[g, e]`` is the GPU that serves expert e for tokens held by
 GPU g (replicas and any placement fit this), and ``gpu_node[g]`` is the server of GPU g. GPU
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,14 @@ class ExpertLocality:
     def assignment_node(self, src_gpu: np.ndarray, expert: np.ndarray) -> np.ndarray:
         """[A] node of the GPU serving ``expert`` for a token on ``src_gpu``."""
         return self.gpu_node[self.expert_gpu[src_gpu, expert]]
+
+    def local_bonus(self, src_gpu: np.ndarray, bonus: float) -> torch.Tensor:
+        """[N, E] float32: ``bonus`` where the expert sits on the token's node, else 0.
+
+        Built per source GPU ([G, E]) and gathered per token, so it costs one small gather.
+        """
+        table = torch.from_numpy((self.gpu_node[self.expert_gpu] == self.gpu_node[:, None]).astype(np.float32) * bonus)
+        return table.index_select(0, torch.from_numpy(np.asarray(src_gpu, dtype=np.int64)))  # [N, E]
 
     def is_local(self, src_gpu: np.ndarray, src_node: np.ndarray) -> np.ndarray:
         """[N, E] bool: the expert sits on the token's own node (intra-node links only)."""

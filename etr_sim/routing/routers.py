@@ -289,8 +289,8 @@ class Etr(Router):
         affinity = F.grap_affinity(batch.hidden, n_exp)  # [N, E] cosine
         ranking = affinity
         if s.locality_bias > 0:
-            local = torch.from_numpy(self.locality_for(batch).is_local(batch.src_gpu, batch.src_node))  # [N, E]
-            ranking = affinity + local * (s.locality_bias / math.sqrt(batch.hidden_size))  # z-units -> cosine
+            bonus = s.locality_bias / math.sqrt(batch.hidden_size)  # z-units -> cosine
+            ranking = affinity + self.locality_for(batch).local_bonus(batch.src_gpu, bonus)  # [N, E]
         if s.nomination_threshold is not None:
             _, top_e, valid = F.threshold_nominations(ranking, s.nomination_threshold, l_max)  # [N, L]
         else:
@@ -344,8 +344,7 @@ class LocMoE(Router):
         probs = torch.softmax(logits, dim=-1)  # [N, E]
         tilted = logits
         if s.locality_mu > 0:
-            local = torch.from_numpy(self.locality_for(batch).is_local(batch.src_gpu, batch.src_node))  # [N, E]
-            tilted = logits + s.locality_mu * local
+            tilted = logits + self.locality_for(batch).local_bonus(batch.src_gpu, s.locality_mu)  # [N, E]
         choice = tilted.argmax(dim=-1)  # [N]
         token = np.arange(n, dtype=np.int64)
         expert = choice.numpy().astype(np.int64)
@@ -434,16 +433,18 @@ class NodeLimited(Router):
         s = self.spec
         k = s.top_k or self.model.top_k
         probs = torch.softmax(self.gate_logits(batch, s.gate), dim=-1)  # [N, E]
-        node = self.locality_for(batch).expert_node(batch.src_gpu)  # [N, E] absolute node ids
-        compact = node - node.min(axis=1, keepdims=True)  # [N, E] node index inside the token's EP group
-        mask = F.node_limited_mask(probs, torch.from_numpy(compact), s.max_nodes, s.node_score)
+        loc = self.locality_for(batch)
+        node_table = loc.gpu_node[loc.expert_gpu]  # [G, E] node of each expert per source GPU
+        compact = torch.from_numpy(node_table - node_table.min(axis=1, keepdims=True))  # node index in the EP group
+        node_idx = compact.index_select(0, torch.from_numpy(batch.src_gpu.astype(np.int64)))  # [N, E]
+        mask = F.node_limited_mask(probs, node_idx, s.max_nodes, s.node_score)
         top_p, top_e = F.topk(probs.masked_fill(~mask, -1.0), k)  # [N, k] (-1 < any probability)
         if batch.num_tokens and bool((top_p < 0).any()):
             raise ConfigError(
                 "scenario",
                 problem(f"routers ({self.label}).max_nodes", f"{s.max_nodes} node(s) host fewer than top_k={k} experts", s.max_nodes),
             )
-        picked = np.sort(np.take_along_axis(node, top_e.numpy(), 1), axis=1)  # [N, k] node of each pick
+        picked = np.sort(node_idx.gather(1, top_e).numpy(), axis=1)  # [N, k] node of each pick
         nodes_per_token = 1 + (np.diff(picked, axis=1) != 0).sum(1)  # [N]
         return _topk_decision(
             self, batch, probs, top_p, top_e, s.capacity_factor, s.padded, "probs", s.normalize_weights,
