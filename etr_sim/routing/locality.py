@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -54,11 +53,14 @@ class ExpertLocality:
         """[A] node of the GPU serving ``expert`` for a token on ``src_gpu``."""
         return self.gpu_node[self.expert_gpu[src_gpu, expert]]
 
-    def local_bonus(self, src_gpu: np.ndarray, bonus: float) -> torch.Tensor:
+    def local_bonus(self, src_gpu: np.ndarray, bonus: float):
         """[N, E] float32: ``bonus`` where the expert sits on the token's node, else 0.
 
-        Built per source GPU ([G, E]) and gathered per token, so it costs one small gather.
+        Built per source GPU ([G, E]) and gathered per token, so it costs one small gather. (torch is
+        imported here, not at module level: traffic/ and sim/ import this package without torch.)
         """
+        import torch
+
         table = torch.from_numpy((self.gpu_node[self.expert_gpu] == self.gpu_node[:, None]).astype(np.float32) * bonus)
         return table.index_select(0, torch.from_numpy(np.asarray(src_gpu, dtype=np.int64)))  # [N, E]
 
