@@ -13,6 +13,7 @@ import simpy
 
 from etr_sim.activations import make_batch
 from etr_sim.config import LoadedScenario
+from etr_sim.config.scenario import CollectiveSpec
 from etr_sim.metrics import layer_frame, phase_frame, summary_frame
 from etr_sim.routing import make_router
 from etr_sim.sim.compute import expert_ffn_time_s
@@ -20,7 +21,7 @@ from etr_sim.sim.flownet import FlowNetwork
 from etr_sim.sim.layer import moe_layer
 from etr_sim.sim.recorder import Recorder
 from etr_sim.topology import Topology, build_topology
-from etr_sim.traffic.collectives import CollectivePlan, plan_collective
+from etr_sim.traffic.collectives import CollectivePlan, dispatch_from_decision, plan_collective
 from etr_sim.traffic.matrix import dispatch_traffic, expert_rows
 from etr_sim.traffic.placement import PLACEMENTS
 from etr_sim.units import row_bytes
@@ -62,6 +63,9 @@ def prepare(loaded: LoadedScenario, topo: Topology) -> list[LayerWork]:
             decision = router.route(batch)
             dispatch = dispatch_traffic(decision, batch.src_gpu, placement, d_bytes, s.collective.dedup)
             combine = dispatch.transposed("combine", c_bytes / d_bytes)
+            d_in = dispatch_from_decision(dispatch, decision.token, batch.src_gpu,
+                                          placement.gpu_of(batch.src_gpu[decision.token], decision.expert), d_bytes)
+            c_in = d_in.transposed("combine", c_bytes / d_bytes)
             d_intra, d_inter = dispatch.split_bytes(topo.gpu_node_index)
             c_intra, c_inter = combine.split_bytes(topo.gpu_node_index)
             facts = {
@@ -82,20 +86,22 @@ def prepare(loaded: LoadedScenario, topo: Topology) -> list[LayerWork]:
                     router.spec.label,
                     layer,
                     facts,
-                    plan_collective(s.collective.algorithm, dispatch, topo),
-                    plan_collective(s.collective.algorithm, combine, topo),
+                    plan_collective(s.collective.algorithm, d_in, topo),
+                    plan_collective(s.collective.algorithm, c_in, topo),
                     expert_ffn_time_s(rows, m, s.compute),
                 )
             )
     return work
 
 
-def simulate(work: list[LayerWork], topo: Topology) -> Recorder:
+def simulate(work: list[LayerWork], topo: Topology, coll: CollectiveSpec | None = None) -> Recorder:
     """Time every router on its own copy of the cluster (one SimPy environment per router)."""
+    coll = coll or CollectiveSpec()
     rec = Recorder()
     for label in dict.fromkeys(w.router for w in work):
         env = simpy.Environment()
-        net = FlowNetwork(env, topo.capacity_Bps, topo.latency_s)
+        net = FlowNetwork(env, topo.capacity_Bps, topo.latency_s, topo.message_overhead_s, coll.coalesce_rel,
+                          coll.rate_tol_rel)
         mine = [w for w in work if w.router == label]
 
         def layers(env=env, net=net, mine=mine):
@@ -110,7 +116,7 @@ def simulate(work: list[LayerWork], topo: Topology) -> Recorder:
 def run(loaded: LoadedScenario) -> RunResult:
     topo = build_topology(loaded.topology, loaded.topology_source)
     work = prepare(loaded, topo)
-    rec = simulate(work, topo)
+    rec = simulate(work, topo, loaded.scenario.collective)
     phases = phase_frame(rec)
     layers = layer_frame(phases, pd.DataFrame([w.facts for w in work]))
     summary = summary_frame(layers, [r.label for r in loaded.scenario.routers])

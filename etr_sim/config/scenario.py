@@ -131,9 +131,23 @@ class PlacementSpec(Strict):
 
 
 class CollectiveSpec(Strict):
-    algorithm: Literal["direct"] = "direct"
+    """All-to-all algorithm and flow-network solver settings (docs/network.md)."""
+
+    algorithm: Literal["direct", "pairwise", "pxn", "hierarchical", "deepep"] = Field(
+        "direct",
+        description="direct (NCCL grouped send/recv), pairwise (G-1 rounds), pxn (NVLink to the destination "
+        "rail first), hierarchical (Tutel 2DH), deepep (one network copy per destination node, NVLink fan-out)",
+    )
     dedup: Literal["gpu", "none"] = Field(
         "gpu", description="a token bound for several experts on one GPU is sent once (gpu) or once per expert"
+    )
+    coalesce_rel: Annotated[float, Field(ge=0.0, le=0.5)] = Field(
+        0.01,
+        description="flow-network event coalescing: rates are held for max(next finish, coalesce_rel x elapsed); "
+        "0 = exact max-min at every finish (slow beyond ~100k flows); error is conservative and ~coalesce_rel",
+    )
+    rate_tol_rel: Annotated[float, Field(ge=0.0, le=0.1)] = Field(
+        0.0, description="progressive filling freezes links within (1 + tol) of the lowest share together; 0 = exact"
     )
 
 

@@ -116,22 +116,28 @@ class Topology:
         Raises TopologyError if some pair has no route (e.g. two planes with no scale-up between).
         """
         assert self.routes is not None
-        m = _assemble(self.routes, np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64))  # [F, K]
-        if (m == _UNREACHABLE).any():
-            f = int(np.flatnonzero((m == _UNREACHABLE).any(axis=1))[0])
-            raise TopologyError(self.source, problem(
-                "fabric", f"GPU {int(src[f])} has no path to GPU {int(dst[f])} (disconnected planes or nodes)",
-                self.spec.fabric.kind if self.spec else None))
-        mask = m >= 0
-        offsets = np.zeros(len(m) + 1, dtype=np.int64)
-        np.cumsum(mask.sum(axis=1), out=offsets[1:])
-        return offsets, m[mask]
+        src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+        lengths, ids = [], []
+        for lo in range(0, max(len(src), 1), _CHUNK):  # bounded memory: [chunk, K] at a time
+            m = _assemble(self.routes, src[lo:lo + _CHUNK], dst[lo:lo + _CHUNK])  # [F_chunk, K]
+            if (m == _UNREACHABLE).any():
+                f = lo + int(np.flatnonzero((m == _UNREACHABLE).any(axis=1))[0])
+                raise TopologyError(self.source, problem(
+                    "fabric", f"GPU {int(src[f])} has no path to GPU {int(dst[f])} (disconnected planes or nodes)",
+                    self.spec.fabric.kind if self.spec else None))
+            mask = m >= 0
+            lengths.append(mask.sum(axis=1))
+            ids.append(m[mask])
+        offsets = np.zeros(len(src) + 1, dtype=np.int64)
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+        return offsets, np.concatenate(ids)
 
     def link_classes(self) -> list[str]:
         return list(dict.fromkeys(self.link_class))
 
 
 _UNREACHABLE = -2
+_CHUNK = 1 << 20  # flows per path-assembly chunk
 
 
 def _ecmp_hash(src: np.ndarray, dst: np.ndarray, seed: int) -> np.ndarray:
