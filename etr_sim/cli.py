@@ -50,6 +50,56 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _cmd_topo_show(args: argparse.Namespace) -> int:
+    from etr_sim.config import load_topology
+    from etr_sim.config.load import find_topology
+    from etr_sim.errors import ConfigError, problem
+    from etr_sim.topology import build_topology
+    from etr_sim.topology.describe import describe
+
+    path = Path(args.topology)
+    if not path.is_file():
+        found = find_topology(args.topology, None)
+        if found is None:
+            from etr_sim.config.load import library_topologies
+
+            raise ConfigError(args.topology, problem("", f"no such file or library topology; library has: "
+                                                         f"{', '.join(library_topologies())}", args.topology))
+        path = found
+    topo = build_topology(load_topology(path, args.nodes), str(path))
+    d = describe(topo)
+    print(f"{d['name']} ({path}): {d['gpus']} GPUs = {d['nodes']} nodes x {d['gpus_per_node']}, "
+          f"scale-up {d['scale_up']}, fabric {d['fabric']}, {d['links']} directed links")
+    print(f"  per GPU scale-up : {d['per_gpu_scale_up_Bps'] / 1e9:8.1f} GB/s raw, "
+          f"{d['per_gpu_scale_up_effective_Bps'] / 1e9:8.1f} GB/s effective")
+    print(f"  per GPU scale-out: {d['per_gpu_scale_out_Bps'] / 1e9:8.1f} GB/s raw, "
+          f"{d['per_gpu_scale_out_effective_Bps'] / 1e9:8.1f} GB/s effective")
+    print(f"  bisection        : {d['bisection_Bps'] / 1e9:8.1f} GB/s effective")
+    print("  links by class:")
+    for cls, c in d["link_classes"].items():
+        bw = ", ".join(f"{b / 1e9:g}" for b in c["raw_Bps"])
+        print(f"    {cls:12s} {c['links']:7d} links  {bw} GB/s raw")
+    if args.png:
+        from etr_sim.report.topology_plot import draw_topology
+
+        draw_topology(topo, Path(args.png))
+        print(f"  drawing: {args.png}")
+    return 0
+
+
+# JSON Schemas that ``etr-sim schema KIND`` prints.
+_SCHEMAS = {"topology": ("etr_sim.config.topology", "TopologySpec")}
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import importlib
+    import json
+
+    module, cls = _SCHEMAS[args.kind]
+    print(json.dumps(getattr(importlib.import_module(module), cls).model_json_schema(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etr-sim", description="MoE all-to-all cluster simulator (ETR vs TCR vs ECR)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -60,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check scenario or topology files without running them")
     v.add_argument("files", nargs="+")
     v.set_defaults(func=_cmd_validate)
+    t = sub.add_parser("topo", help="inspect topologies")
+    tsub = t.add_subparsers(dest="topo_command", required=True)
+    ts = tsub.add_parser("show", help="GPUs, nodes, links by class, per-GPU and bisection bandwidth")
+    ts.add_argument("topology", help="library name (topologies/NAME.yaml) or a YAML file")
+    ts.add_argument("--nodes", type=int, help="cluster size (number of nodes)")
+    ts.add_argument("--png", help="also draw the graph to this PNG file")
+    ts.set_defaults(func=_cmd_topo_show)
+    sc = sub.add_parser("schema", help="print the JSON Schema of an input file kind")
+    sc.add_argument("kind", choices=sorted(_SCHEMAS))
+    sc.set_defaults(func=_cmd_schema)
     return p
 
 
