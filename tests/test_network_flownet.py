@@ -111,3 +111,14 @@ def test_load_samples_never_exceed_capacity():
     assert net.samples
     for s in net.samples:
         assert (s.load_Bps <= cap * (1 + 1e-9)).all()
+
+
+def test_class_utilisation_series():
+    from etr_sim.sim.flownet import class_utilisation
+
+    # two flows on link 0 (class a, cap 100), one continues on link 1 (class b, cap 200)
+    t, net = _run([100.0, 200.0], [0.0, 0.0], [(100.0, [0], 0.0), (300.0, [0, 1], 0.0)], record_load=True)
+    u = class_utilisation(net.samples, net.capacity_Bps, ("a", "b"), float(t.max()))
+    assert u["a"]["max"] == pytest.approx([1.0, 1.0])  # link 0 saturated throughout
+    assert u["b"]["mean"] == pytest.approx([50 / 200, 100 / 200])
+    assert (u["a"]["duration_s"] * 100).sum() == pytest.approx(400.0)  # bytes over link 0
