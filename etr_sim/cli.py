@@ -15,15 +15,18 @@ from etr_sim.errors import EtrSimError, InternalError
 def _cmd_run(args: argparse.Namespace) -> int:
     from etr_sim.config import load_scenario
     from etr_sim.pipeline import run
-    from etr_sim.report.table import format_table
+    from etr_sim.report.progress import Progress
+    from etr_sim.report.table import format_table, view_for
     from etr_sim.report.writer import default_out_dir, write_report
 
     loaded = load_scenario(args.scenario)
-    result = run(loaded)
-    out = write_report(result, Path(args.out) if args.out else default_out_dir(result))
-    print(f"{loaded.scenario.name}: {result.topology.num_gpus} GPUs on {loaded.topology.name}, "
-          f"{loaded.scenario.model.moe_layers} MoE layer(s), seed {loaded.scenario.seed}")
-    print(format_table(result.summary))
+    s = loaded.scenario
+    with Progress(enabled=not args.quiet) as progress:
+        result = run(loaded, progress=progress.update)
+    out = write_report(result, Path(args.out) if args.out else default_out_dir(loaded))
+    print(f"{s.name}: {result.topology.num_gpus} GPUs on {loaded.topology.name}, scope {s.step.scope}, "
+          f"{s.model.moe_layers} MoE layer(s), seed {s.seed}")
+    print(format_table(result.summary, view_for(s.step.scope)))
     print(f"report: {out}")
     return 0
 
@@ -87,16 +90,24 @@ def _cmd_topo_show(args: argparse.Namespace) -> int:
     return 0
 
 
-# JSON Schemas that ``etr-sim schema KIND`` prints.
-_SCHEMAS = {"topology": ("etr_sim.config.topology", "TopologySpec")}
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from etr_sim.report.compare import load_runs
+    from etr_sim.report.table import STEP_VIEW, format_table
+
+    table = load_runs(args.runs)
+    print(format_table(table, STEP_VIEW if "mfu" in table and table.mfu.notna().any() else None))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    import importlib
     import json
 
-    module, cls = _SCHEMAS[args.kind]
-    print(json.dumps(getattr(importlib.import_module(module), cls).model_json_schema(), indent=2))
+    from etr_sim.config import Scenario, TopologySpec
+
+    model = {"scenario": Scenario, "topology": TopologySpec}[args.kind]
+    print(json.dumps(model.model_json_schema(), indent=2))
     return 0
 
 
@@ -106,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a scenario and write its report")
     r.add_argument("scenario", help="scenario YAML file")
     r.add_argument("--out", help="report folder (default reports/<scenario>/<run-id>)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_cmd_run)
     v = sub.add_parser("validate", help="check scenario or topology files without running them")
     v.add_argument("files", nargs="+")
@@ -117,8 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--nodes", type=int, help="cluster size (number of nodes)")
     ts.add_argument("--png", help="also draw the graph to this PNG file")
     ts.set_defaults(func=_cmd_topo_show)
-    sc = sub.add_parser("schema", help="print the JSON Schema of an input file kind")
-    sc.add_argument("kind", choices=sorted(_SCHEMAS))
+    c = sub.add_parser("compare", help="put several run folders side by side")
+    c.add_argument("runs", nargs="+", help="run folders (reports/<scenario>/<run-id>)")
+    c.add_argument("--csv", help="also write the combined table here")
+    c.set_defaults(func=_cmd_compare)
+    sc = sub.add_parser("schema", help="print the JSON Schema of scenario or topology files")
+    sc.add_argument("kind", choices=["scenario", "topology"])
     sc.set_defaults(func=_cmd_schema)
     return p
 

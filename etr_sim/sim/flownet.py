@@ -97,6 +97,8 @@ class _Batch:
     remaining_flows: int
     delivered_s: np.ndarray  # [F_batch] delivery time of each flow (nan until delivered)
     last_delivery_s: float = 0.0
+    start_s: float = 0.0
+    scheduled: bool = False  # completion event already scheduled
 
 
 class FlowNetwork:
@@ -134,7 +136,6 @@ class FlowNetwork:
         self._rate = np.zeros(0)
         self._finish_s = np.zeros(0)  # [F] finish time under the current rates (inf if not yet)
         self._last_update_s = 0.0
-        self._busy_since_s = 0.0
         self._pending: list[tuple] = []
         self._wake = env.event()
         env.process(self._run())
@@ -147,7 +148,7 @@ class FlowNetwork:
         """
         size_bytes = np.asarray(size_bytes, dtype=np.float64)
         event = self.env.event()
-        batch = _Batch(event, len(size_bytes), np.full(len(size_bytes), np.nan), self.env.now)
+        batch = _Batch(event, len(size_bytes), np.full(len(size_bytes), np.nan), self.env.now, self.env.now)
         self._batches.append(batch)
         if len(size_bytes) == 0:
             event.succeed(batch.delivered_s)
@@ -205,7 +206,8 @@ class FlowNetwork:
             batch.delivered_s[self._index_in_batch[idx[sel]]] = t[sel]
             batch.last_delivery_s = max(batch.last_delivery_s, float(t[sel].max()))
             batch.remaining_flows -= len(sel)
-            if batch.remaining_flows == 0:
+            if batch.remaining_flows == 0 and not batch.scheduled:
+                batch.scheduled = True
                 self.env.process(self._complete(batch))
         keep = ~done
         lengths = np.diff(self._offsets)
@@ -220,38 +222,81 @@ class FlowNetwork:
         yield self.env.timeout(max(batch.last_delivery_s - self.env.now, 0.0))
         batch.event.succeed(batch.delivered_s)
 
+    def _allocate(self) -> float:
+        """Rates for the active flows; commit the flows that finish in this window. Returns the next
+        recomputation time (s).
+
+        Exact mode (coalesce_rel == 0): every flow is re-rated at every start/finish, and only the
+        flows finishing first are committed (they finish before anything else can change).
+        Coalescing: committed flows keep their rate until they finish (a window is a promise), so
+        their batches' completion events can be scheduled at once, on time.
+        """
+        now = self.env.now
+        f = len(self._remaining)
+        hop_flow = np.repeat(np.arange(f), np.diff(self._offsets))  # [H]
+        coalesce = self.coalesce_rel > 0
+        committed = np.isfinite(self._finish_s) if coalesce else np.zeros(f, dtype=bool)
+        if committed.any():
+            ch = committed[hop_flow]  # [H] hops of committed flows
+            used = np.bincount(self._links[ch], weights=self._rate[hop_flow[ch]], minlength=len(self.capacity_Bps))
+            cap = np.maximum(self.capacity_Bps - used, 0.0)
+            fresh = maxmin_rates(cap, hop_flow[~ch], self._links[~ch], f, self.rate_tol_rel)
+            self._rate = np.where(committed, self._rate, fresh)
+        else:
+            self._finish_s = np.full(f, np.inf)
+            self._rate = maxmin_rates(self.capacity_Bps, hop_flow, self._links, f, self.rate_tol_rel)
+        self.recomputations += 1
+        if self.record_load:
+            load = np.bincount(self._links, weights=self._rate[hop_flow], minlength=len(self.capacity_Bps))
+            self.samples.append(LinkLoadSample(now, load))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ttf = np.where(committed, self._finish_s - now,
+                           np.where(np.isfinite(self._rate), self._remaining / self._rate, 0.0))  # [F] s to finish
+        first = float(ttf.min())
+        window = first
+        if coalesce:
+            # the youngest batch sets the resolution: epsilon x (its age + its longest finish)
+            b = self._batch_of
+            starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+            longest = np.maximum.reduceat(np.where(np.isfinite(ttf), ttf, 0.0), starts)
+            age = now - np.array([self._batches[int(i)].start_s for i in b[starts]])
+            window = max(first, self.coalesce_rel * float((age + longest).min()))
+        new = ~committed & (ttf <= window * (1.0 + _EXACT_TOL))
+        self._finish_s[new] = now + ttf[new]
+        if coalesce and new.any():
+            self._schedule_committed(new)
+        return float(self._finish_s[np.isfinite(self._finish_s)].max())
+
+    def _schedule_committed(self, new: np.ndarray) -> None:
+        """Write delivery times of newly committed flows; schedule batches whose flows are all committed."""
+        idx = np.flatnonzero(new)
+        t = self._finish_s[idx] + self._path_latency[idx]
+        for bid in np.unique(self._batch_of[idx]):
+            batch = self._batches[int(bid)]
+            sel = self._batch_of[idx] == bid
+            batch.delivered_s[self._index_in_batch[idx[sel]]] = t[sel]
+            batch.last_delivery_s = max(batch.last_delivery_s, float(t[sel].max()))
+            mine = self._batch_of == bid
+            if not batch.scheduled and np.isfinite(self._finish_s[mine]).all():
+                batch.scheduled = True
+                self.env.process(self._complete(batch))
+
     def _run(self):
         env = self.env
         while True:
             if not len(self._remaining) and not self._pending:
                 self._wake = env.event()
                 yield self._wake
-                self._last_update_s = self._busy_since_s = env.now
+                self._last_update_s = env.now
             self._advance()
-            if len(self._rate) != len(self._remaining):
-                self._rate = np.zeros(len(self._remaining))
             self._admit()
+            if len(self._rate) < len(self._remaining):  # newly admitted flows: rate set by _allocate
+                self._rate = np.r_[self._rate, np.zeros(len(self._remaining) - len(self._rate))]
             done = (self._remaining <= _EXACT_TOL * self._size + 1e-6) | (self._finish_s <= env.now)
             if done.any():
                 self._retire(done)
             if not len(self._remaining):
                 continue
-            hop_flow = np.repeat(np.arange(len(self._remaining)), np.diff(self._offsets))  # [H]
-            self._rate = maxmin_rates(self.capacity_Bps, hop_flow, self._links, len(self._remaining),
-                                      self.rate_tol_rel)
-            self.recomputations += 1
-            if self.record_load:
-                load = np.bincount(self._links, weights=self._rate[hop_flow], minlength=len(self.capacity_Bps))
-                self.samples.append(LinkLoadSample(env.now, load))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ttf = np.where(np.isfinite(self._rate), self._remaining / self._rate, 0.0)  # [F] s to finish
-            first = float(ttf.min())
-            # projected busy period: elapsed + the longest finish if rates held (rates of survivors only grow
-            # as flows leave, so this over-estimates and the window stays a fraction of the true makespan)
-            busy = env.now - self._busy_since_s + float(ttf.max())
-            window = max(first, self.coalesce_rel * busy)
-            finishing = ttf <= window * (1.0 + _EXACT_TOL)
-            self._finish_s = np.where(finishing, env.now + ttf, np.inf)
+            t_next = self._allocate()
             self._wake = env.event()
-            horizon = float(self._finish_s[finishing].max()) - env.now
-            yield env.any_of([env.timeout(horizon), self._wake])
+            yield env.any_of([env.timeout(max(t_next - env.now, 0.0)), self._wake])

@@ -100,59 +100,63 @@ def dispatch_from_decision(matrix: TrafficMatrix, token: np.ndarray, src_gpu: np
                            row_bytes: float) -> Dispatch:
     """Dispatch with per-token rows: token [A], dst_gpu [A] per kept assignment; src_gpu [N] per token.
 
-    (token, dst GPU) pairs are deduplicated (a token goes to a GPU once, whatever the expert count).
+    GPU indices are the matrix's (stage-local); the Dispatch holds global GPU ids. (token, dst GPU)
+    pairs are deduplicated (a token goes to a GPU once, whatever the expert count).
     """
     g = len(matrix.bytes)
     pair = np.unique(np.asarray(token, dtype=np.int64) * g + np.asarray(dst_gpu, dtype=np.int64))  # [R]
     tok = pair // g
-    return Dispatch(matrix, row_bytes, tok, np.asarray(src_gpu)[tok], pair % g)
+    return Dispatch(matrix, row_bytes, tok, matrix.global_ids(np.asarray(src_gpu)[tok]),
+                    matrix.global_ids(pair % g))
 
 
 def _as_dispatch(data: TrafficMatrix | Dispatch) -> Dispatch:
     if isinstance(data, Dispatch):
         return data
-    rows = np.maximum(data.rows.max(), 1)
-    return Dispatch(data, float(data.bytes.max() / rows) if data.bytes.max() > 0 else 0.0)
+    return Dispatch(data, 0.0)
 
 
 def flowset(topo: Topology, src: np.ndarray, dst: np.ndarray, size: np.ndarray) -> FlowSet:
-    """Flows with paths; zero-byte and self flows are dropped."""
+    """Flows with paths (global GPU ids); zero-byte and self flows are dropped."""
+    size = np.asarray(size, dtype=np.float64)
     keep = (size > 0) & (src != dst)
     src, dst, size = src[keep], dst[keep], size[keep]
     offsets, links = topo.paths(src, dst)
-    return FlowSet(src, dst, size.astype(np.float64), offsets, links)
+    return FlowSet(src, dst, size, offsets, links)
 
 
 def _pairs(g: int, src: np.ndarray, dst: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sum sizes per (src, dst) pair: returns src, dst, bytes of the non-empty pairs."""
-    m = np.bincount(src * g + dst, weights=size, minlength=g * g)
-    nz = np.flatnonzero(m)
-    return nz // g, nz % g, m[nz]
+    """Sum sizes per (src, dst) pair of global ids < g: returns src, dst, bytes of the non-empty pairs."""
+    key, inv = np.unique(src.astype(np.int64) * g + dst, return_inverse=True)
+    tot = np.bincount(inv.reshape(-1), weights=size, minlength=len(key))
+    nz = tot > 0
+    return key[nz] // g, key[nz] % g, tot[nz]
 
 
-def _offdiag(matrix: TrafficMatrix) -> np.ndarray:
-    b = matrix.bytes.copy()
-    np.fill_diagonal(b, 0.0)
-    return b
+def _pair_list(d: Dispatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Non-empty off-diagonal (src, dst, bytes) of the matrix, in global GPU ids."""
+    b = d.matrix.bytes
+    src, dst = np.nonzero(b > 0)
+    off = src != dst
+    src, dst = src[off], dst[off]
+    return d.matrix.global_ids(src), d.matrix.global_ids(dst), b[src, dst]
 
 
 def direct(data: TrafficMatrix | Dispatch, topo: Topology) -> CollectivePlan:
     """NCCL grouped send/recv: every off-diagonal non-empty (src, dst) pair is one flow, all at once."""
     d = _as_dispatch(data)
-    b = _offdiag(d.matrix)
-    src, dst = np.nonzero(b > 0)
-    return CollectivePlan(d.phase, (flowset(topo, src, dst, b[src, dst]),))
+    return CollectivePlan(d.phase, (flowset(topo, *_pair_list(d)),))
 
 
 def pairwise(data: TrafficMatrix | Dispatch, topo: Topology) -> CollectivePlan:
-    """G-1 shifted rounds; round r: GPU s sends to (s + r) mod G. Rounds run one after another."""
+    """n-1 shifted rounds over the n GPUs of the exchange; round r: i sends to (i + r) mod n."""
     d = _as_dispatch(data)
-    g = topo.num_gpus
-    src = np.arange(g)
+    n = len(d.matrix.bytes)
+    src = np.arange(n)
     stages = []
-    for r in range(1, g):
-        dst = (src + r) % g
-        stages.append(flowset(topo, src, dst, d.matrix.bytes[src, dst]))
+    for r in range(1, n):
+        dst = (src + r) % n
+        stages.append(flowset(topo, d.matrix.global_ids(src), d.matrix.global_ids(dst), d.matrix.bytes[src, dst]))
     return CollectivePlan(d.phase, tuple(stages))
 
 
@@ -164,9 +168,7 @@ def pxn(data: TrafficMatrix | Dispatch, topo: Topology) -> CollectivePlan:
     """NCCL PXN: s -> (node(s), local(d)) over scale-up, then -> d over the network on d's rail."""
     d = _as_dispatch(data)
     g, per = topo.num_gpus, topo.gpus_per_node
-    b = _offdiag(d.matrix)
-    src, dst = np.nonzero(b > 0)
-    size = b[src, dst]
+    src, dst, size = _pair_list(d)
     node = topo.gpu_node_index
     inter = node[src] != node[dst]
     relay = np.where(inter, _rail_peer(topo, node[src], dst % per), src)
@@ -185,9 +187,7 @@ def hierarchical(data: TrafficMatrix | Dispatch, topo: Topology) -> CollectivePl
     """
     d = _as_dispatch(data)
     g, per = topo.num_gpus, topo.gpus_per_node
-    b = _offdiag(d.matrix)
-    src, dst = np.nonzero(b > 0)
-    size = b[src, dst]
+    src, dst, size = _pair_list(d)
     node = topo.gpu_node_index
     inter = node[src] != node[dst]
     gw = np.where(inter, _rail_peer(topo, node[src], dst % per), dst)  # stage 1 target
@@ -212,9 +212,8 @@ def deepep(data: TrafficMatrix | Dispatch, topo: Topology) -> CollectivePlan:
     relay = np.where(inter, _rail_peer(topo, node[dst], src % per), src)  # [R]
     # RDMA leg: unique (token, destination node) with the node != the token's node
     key = np.unique(tok[inter] * g + relay[inter])
-    tok_src = np.zeros(int(tok.max()) + 1 if len(tok) else 0, dtype=np.int64)
-    tok_src[tok] = src
-    rdma_src, rdma_dst = tok_src[key // g], key % g
+    first = np.searchsorted(tok, key // g)  # tok is sorted: any row of the token gives its source
+    rdma_src, rdma_dst = src[first], key % g
     s1, d1, b1 = _pairs(g, rdma_src, rdma_dst, np.full(len(key), d.row_bytes))
     s2, d2, b2 = _pairs(g, relay, dst, np.full(len(dst), d.row_bytes))  # fan-out (relay == src locally)
     ss, dd, bb = _pairs(g, np.r_[s1, s2], np.r_[d1, d2], np.r_[b1, b2])
