@@ -122,3 +122,32 @@ def test_class_utilisation_series():
     assert u["a"]["max"] == pytest.approx([1.0, 1.0])  # link 0 saturated throughout
     assert u["b"]["mean"] == pytest.approx([50 / 200, 100 / 200])
     assert (u["a"]["duration_s"] * 100).sum() == pytest.approx(400.0)  # bytes over link 0
+
+
+def test_coalescing_with_a_long_running_flow_keeps_short_batches_accurate():
+    # a long flow (DP gradients) is busy for ~100 s; a short 10-flow batch starts at 50 s. The window
+    # follows the youngest batch, so the short batch is timed at its own resolution.
+    def scenario(**kw):
+        env = simpy.Environment()
+        net = FlowNetwork(env, np.array([100.0, 100.0]), np.zeros(2), **kw)
+        box = {}
+
+        def long():
+            box["long"] = (yield net.transfer(np.array([10000.0]), np.array([0, 1]), np.array([0])))[0]
+
+        def short():
+            yield env.timeout(50.0)
+            sizes = np.linspace(5.0, 50.0, 10)
+            d = yield net.transfer(sizes, np.arange(11), np.ones(10, dtype=np.int64) * 0)
+            assert not np.isnan(d).any()
+            box["short"] = d.max() - 50.0
+
+        env.process(long())
+        env.process(short())
+        env.run()
+        return box
+
+    exact, fast = scenario(), scenario(coalesce_rel=0.01)
+    assert fast["short"] == pytest.approx(exact["short"], rel=0.05)
+    assert fast["long"] == pytest.approx(exact["long"], rel=0.02)
+    assert fast["short"] >= exact["short"] * (1 - 1e-9)

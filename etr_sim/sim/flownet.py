@@ -99,6 +99,7 @@ class _Batch:
     last_delivery_s: float = 0.0
     start_s: float = 0.0
     scheduled: bool = False  # completion event already scheduled
+    generation: int = 0  # bumped when a scheduled completion is invalidated by new arrivals
 
 
 class FlowNetwork:
@@ -218,68 +219,69 @@ class FlowNetwork:
             if len(arr) == len(keep):
                 setattr(self, name, arr[keep])
 
-    def _complete(self, batch: _Batch):
-        yield self.env.timeout(max(batch.last_delivery_s - self.env.now, 0.0))
-        batch.event.succeed(batch.delivered_s)
+    def _complete(self, batch: _Batch, generation: int | None = None, at_s: float | None = None):
+        at_s = batch.last_delivery_s if at_s is None else at_s
+        yield self.env.timeout(max(at_s - self.env.now, 0.0))
+        if (generation is None or generation == batch.generation) and not batch.event.triggered:
+            batch.event.succeed(batch.delivered_s)
 
     def _allocate(self) -> float:
-        """Rates for the active flows; commit the flows that finish in this window. Returns the next
-        recomputation time (s).
+        """Max-min rates for all active flows; mark the flows that finish in this window. Returns the
+        next recomputation time (s).
 
-        Exact mode (coalesce_rel == 0): every flow is re-rated at every start/finish, and only the
-        flows finishing first are committed (they finish before anything else can change).
-        Coalescing: committed flows keep their rate until they finish (a window is a promise), so
-        their batches' completion events can be scheduled at once, on time.
+        Flows finishing in the window get their exact finish time under these rates, and a batch whose
+        flows all finish in the window gets its completion event scheduled at once, on time. A new
+        transfer arriving inside the window triggers a full recomputation: the marks are dropped (and
+        such completions rescheduled), so arrivals are always handled exactly.
         """
         now = self.env.now
         f = len(self._remaining)
+        pending = np.isfinite(self._finish_s)  # marked in an earlier window, not finished yet
+        if pending.any():
+            for bid in np.unique(self._batch_of[pending]):
+                batch = self._batches[int(bid)]
+                batch.generation += 1
+                batch.scheduled = False
+                sel = pending & (self._batch_of == bid)
+                batch.delivered_s[self._index_in_batch[sel]] = np.nan
+        self._finish_s = np.full(f, np.inf)
         hop_flow = np.repeat(np.arange(f), np.diff(self._offsets))  # [H]
-        coalesce = self.coalesce_rel > 0
-        committed = np.isfinite(self._finish_s) if coalesce else np.zeros(f, dtype=bool)
-        if committed.any():
-            ch = committed[hop_flow]  # [H] hops of committed flows
-            used = np.bincount(self._links[ch], weights=self._rate[hop_flow[ch]], minlength=len(self.capacity_Bps))
-            cap = np.maximum(self.capacity_Bps - used, 0.0)
-            fresh = maxmin_rates(cap, hop_flow[~ch], self._links[~ch], f, self.rate_tol_rel)
-            self._rate = np.where(committed, self._rate, fresh)
-        else:
-            self._finish_s = np.full(f, np.inf)
-            self._rate = maxmin_rates(self.capacity_Bps, hop_flow, self._links, f, self.rate_tol_rel)
+        self._rate = maxmin_rates(self.capacity_Bps, hop_flow, self._links, f, self.rate_tol_rel)
         self.recomputations += 1
         if self.record_load:
             load = np.bincount(self._links, weights=self._rate[hop_flow], minlength=len(self.capacity_Bps))
             self.samples.append(LinkLoadSample(now, load))
         with np.errstate(divide="ignore", invalid="ignore"):
-            ttf = np.where(committed, self._finish_s - now,
-                           np.where(np.isfinite(self._rate), self._remaining / self._rate, 0.0))  # [F] s to finish
+            ttf = np.where(np.isfinite(self._rate), self._remaining / self._rate, 0.0)  # [F] s to finish
         first = float(ttf.min())
         window = first
-        if coalesce:
+        if self.coalesce_rel > 0:
             # the youngest batch sets the resolution: epsilon x (its age + its longest finish)
             b = self._batch_of
             starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
             longest = np.maximum.reduceat(np.where(np.isfinite(ttf), ttf, 0.0), starts)
             age = now - np.array([self._batches[int(i)].start_s for i in b[starts]])
             window = max(first, self.coalesce_rel * float((age + longest).min()))
-        new = ~committed & (ttf <= window * (1.0 + _EXACT_TOL))
+        new = ttf <= window * (1.0 + _EXACT_TOL)
         self._finish_s[new] = now + ttf[new]
-        if coalesce and new.any():
-            self._schedule_committed(new)
-        return float(self._finish_s[np.isfinite(self._finish_s)].max())
+        self._schedule_marked(new)
+        return float(self._finish_s[new].max())
 
-    def _schedule_committed(self, new: np.ndarray) -> None:
-        """Write delivery times of newly committed flows; schedule batches whose flows are all committed."""
+    def _schedule_marked(self, new: np.ndarray) -> None:
+        """Write delivery times of marked flows; schedule batches whose active flows are all marked."""
         idx = np.flatnonzero(new)
-        t = self._finish_s[idx] + self._path_latency[idx]
-        for bid in np.unique(self._batch_of[idx]):
+        t = self._finish_s[idx] + self._path_latency[idx]  # [M] delivery times
+        n_b = len(self._batches)
+        active = np.bincount(self._batch_of, minlength=n_b)  # [B] active flows per batch
+        marked = np.bincount(self._batch_of[idx], minlength=n_b)
+        last = np.full(n_b, -np.inf)
+        np.maximum.at(last, self._batch_of[idx], t)
+        for bid in np.flatnonzero((marked > 0) & (marked == active)):
             batch = self._batches[int(bid)]
             sel = self._batch_of[idx] == bid
             batch.delivered_s[self._index_in_batch[idx[sel]]] = t[sel]
-            batch.last_delivery_s = max(batch.last_delivery_s, float(t[sel].max()))
-            mine = self._batch_of == bid
-            if not batch.scheduled and np.isfinite(self._finish_s[mine]).all():
-                batch.scheduled = True
-                self.env.process(self._complete(batch))
+            batch.scheduled = True
+            self.env.process(self._complete(batch, batch.generation, max(batch.last_delivery_s, float(last[bid]))))
 
     def _run(self):
         env = self.env
