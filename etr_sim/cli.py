@@ -50,6 +50,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from etr_sim.activations.capture import capture_model_dir
+
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    out = capture_model_dir(
+        args.model_dir, args.text, args.out, layers=layers, max_tokens=args.max_tokens, seq_len=args.seq_len,
+        batch_size=args.batch_size, store_dtype=args.dtype, overwrite=args.overwrite,
+    )
+    print(f"capture: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etr-sim", description="MoE all-to-all cluster simulator (ETR vs TCR vs ECR)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -60,6 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check scenario or topology files without running them")
     v.add_argument("files", nargs="+")
     v.set_defaults(func=_cmd_validate)
+    c = sub.add_parser("capture", help="record router inputs of a local Hugging Face model on a text")
+    c.add_argument("model_dir", help="local model folder with config.json (nothing is downloaded)")
+    c.add_argument("--text", required=True, help="UTF-8 text file; each blank-line separated paragraph is a sequence")
+    c.add_argument("--out", required=True, help="capture folder to create")
+    c.add_argument("--layers", help="comma-separated block indices (default: every MoE / FFN block)")
+    c.add_argument("--max-tokens", type=int, help="stop after this many tokens (whole sequences)")
+    c.add_argument("--seq-len", type=int, default=128, help="longest sequence in tokens; longer paragraphs are split")
+    c.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass and per shard (bounds memory)")
+    c.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="stored dtype")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    c.set_defaults(func=_cmd_capture)
     return p
 
 
