@@ -251,3 +251,11 @@ def test_model_dir_errors(tmp_path):
     msg = str(err.value)
     assert "no config.json" in msg and "--text" in msg and "2 problem(s)" in msg
     assert not (tmp_path / "out").exists()
+
+
+def test_capture_is_deterministic(tmp_path):
+    model, seqs = tiny_model("olmoe"), sequences()
+    capture(model, seqs, tmp_path / "a", batch_size=3, progress=False)
+    capture(model, seqs, tmp_path / "b", batch_size=3, progress=False)
+    for name in ("shard-00000.safetensors", "shard-00001.safetensors", "router.safetensors", "capture.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

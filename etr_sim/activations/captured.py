@@ -25,13 +25,13 @@ from etr_sim.seeding import numpy_rng
 
 
 @lru_cache(maxsize=8)
-def _cached(folder: str, mtime_ns: int) -> Capture:
-    return load_capture(folder)
+def _cached(folder: str, mtime_ns: int, layers: tuple[int, ...]) -> Capture:
+    return load_capture(folder, list(layers))
 
 
-def open_cached(folder: Path) -> Capture:
-    """Load a capture once per process (keyed by folder and capture.json mtime)."""
-    return _cached(str(folder), (folder / "capture.json").stat().st_mtime_ns)
+def open_cached(folder: Path, layers: tuple[int, ...]) -> Capture:
+    """Load the used layers of a capture once per process (keyed by folder, capture.json mtime, layers)."""
+    return _cached(str(folder), (folder / "capture.json").stat().st_mtime_ns, tuple(sorted(set(layers))))
 
 
 def layout_sequences(offsets: np.ndarray, num_gpus: int, tokens_per_gpu: int, rng: np.random.Generator):
@@ -66,14 +66,14 @@ def generate(
     step: int = 0,
 ) -> TokenBatch:
     """Router inputs of simulated MoE layer ``layer`` for ``len(gpu_node)`` GPUs x ``tokens_per_gpu`` tokens."""
-    cap = open_cached(spec.index.folder)
+    use = spec.use_layers
+    cap = open_cached(spec.index.folder, use)
     num_gpus = len(gpu_node)
     rows, position, seq = layout_sequences(cap.offsets, num_gpus, tokens_per_gpu, numpy_rng(seed, "activations", "captured", step))
-    use = spec.use_layers
     captured_layer = use[layer % len(use)]
     src_gpu = np.repeat(np.arange(num_gpus, dtype=np.int64), tokens_per_gpu)
     return TokenBatch(
-        hidden=cap.hidden[captured_layer][rows],  # [N, d]
+        hidden=cap.hidden[captured_layer][rows].float(),  # [N, d]
         src_gpu=src_gpu,
         src_node=np.asarray(gpu_node, dtype=np.int64)[src_gpu],
         position=position,

@@ -106,7 +106,7 @@ class CaptureWriter:
 class Capture:
     """A capture loaded in memory.
 
-    hidden:        {layer: [N, d] float32}
+    hidden:        {layer: [N, d]} in the stored dtype (float32/float16/bfloat16; callers convert rows)
     router_logits: {layer: [N, E] float32} (MoE layers only)
     router_weight: {layer: [E, d] float32} (MoE layers only)
     token_ids, position, sequence: [N] int64
@@ -190,7 +190,7 @@ def load_capture(folder: str | Path, layers: list[int] | None = None) -> Capture
     return Capture(
         folder=folder,
         meta=meta,
-        hidden={x: cat[f"hidden.layer{x}"].float() for x in want},
+        hidden={x: cat[f"hidden.layer{x}"] for x in want},
         token_ids=cat["token_ids"].numpy(),
         position=cat["position"].numpy(),
         sequence=cat["sequence"].numpy(),
