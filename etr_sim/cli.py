@@ -15,15 +15,18 @@ from etr_sim.errors import EtrSimError, InternalError
 def _cmd_run(args: argparse.Namespace) -> int:
     from etr_sim.config import load_scenario
     from etr_sim.pipeline import run
-    from etr_sim.report.table import format_table
+    from etr_sim.report.progress import Progress
+    from etr_sim.report.table import format_table, view_for
     from etr_sim.report.writer import default_out_dir, write_report
 
     loaded = load_scenario(args.scenario)
-    result = run(loaded)
-    out = write_report(result, Path(args.out) if args.out else default_out_dir(result))
-    print(f"{loaded.scenario.name}: {result.topology.num_gpus} GPUs on {loaded.topology.name}, "
-          f"{loaded.scenario.model.moe_layers} MoE layer(s), seed {loaded.scenario.seed}")
-    print(format_table(result.summary))
+    s = loaded.scenario
+    with Progress(enabled=not args.quiet) as progress:
+        result = run(loaded, progress=progress.update)
+    out = write_report(result, Path(args.out) if args.out else default_out_dir(loaded))
+    print(f"{s.name}: {result.topology.num_gpus} GPUs on {loaded.topology.name}, scope {s.step.scope}, "
+          f"{s.model.moe_layers} MoE layer(s), seed {s.seed}")
+    print(format_table(result.summary, view_for(s.step.scope)))
     print(f"report: {out}")
     return 0
 
@@ -62,27 +65,56 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from etr_sim.report.compare import load_runs
+    from etr_sim.report.table import STEP_VIEW, format_table
+
+    table = load_runs(args.runs)
+    print(format_table(table, STEP_VIEW if "mfu" in table and table.mfu.notna().any() else None))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from etr_sim.config import Scenario, TopologySpec
+
+    model = {"scenario": Scenario, "topology": TopologySpec}[args.kind]
+    print(json.dumps(model.model_json_schema(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etr-sim", description="MoE all-to-all cluster simulator (ETR vs TCR vs ECR)")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a scenario and write its report")
     r.add_argument("scenario", help="scenario YAML file")
     r.add_argument("--out", help="report folder (default reports/<scenario>/<run-id>)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_cmd_run)
     v = sub.add_parser("validate", help="check scenario or topology files without running them")
     v.add_argument("files", nargs="+")
     v.set_defaults(func=_cmd_validate)
-    c = sub.add_parser("capture", help="record router inputs of a local Hugging Face model on a text")
-    c.add_argument("model_dir", help="local model folder with config.json (nothing is downloaded)")
-    c.add_argument("--text", required=True, help="UTF-8 text file; each blank-line separated paragraph is a sequence")
-    c.add_argument("--out", required=True, help="capture folder to create")
-    c.add_argument("--layers", help="comma-separated block indices (default: every MoE / FFN block)")
-    c.add_argument("--max-tokens", type=int, help="stop after this many tokens (whole sequences)")
-    c.add_argument("--seq-len", type=int, default=128, help="longest sequence in tokens; longer paragraphs are split")
-    c.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass and per shard (bounds memory)")
-    c.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="stored dtype")
-    c.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    c.set_defaults(func=_cmd_capture)
+    cap = sub.add_parser("capture", help="record router inputs of a local Hugging Face model on a text")
+    cap.add_argument("model_dir", help="local model folder with config.json (nothing is downloaded)")
+    cap.add_argument("--text", required=True, help="UTF-8 text file; each blank-line separated paragraph is a sequence")
+    cap.add_argument("--out", required=True, help="capture folder to create")
+    cap.add_argument("--layers", help="comma-separated block indices (default: every MoE / FFN block)")
+    cap.add_argument("--max-tokens", type=int, help="stop after this many tokens (whole sequences)")
+    cap.add_argument("--seq-len", type=int, default=128, help="longest sequence in tokens; longer paragraphs are split")
+    cap.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass and per shard (bounds memory)")
+    cap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="stored dtype")
+    cap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    cap.set_defaults(func=_cmd_capture)
+    c = sub.add_parser("compare", help="put several run folders side by side")
+    c.add_argument("runs", nargs="+", help="run folders (reports/<scenario>/<run-id>)")
+    c.add_argument("--csv", help="also write the combined table here")
+    c.set_defaults(func=_cmd_compare)
+    sc = sub.add_parser("schema", help="print the JSON Schema of scenario or topology files")
+    sc.add_argument("kind", choices=["scenario", "topology"])
+    sc.set_defaults(func=_cmd_schema)
     return p
 
 

@@ -221,8 +221,7 @@ def test_cli_capture_then_simulate(tmp_path, write_yaml):
     """The user path: etr-sim capture on a local MoE folder, then a scenario on that capture."""
     from etr_sim.cli import main
     from etr_sim.config import load_scenario
-    from etr_sim.pipeline import prepare
-    from etr_sim.topology import build_topology
+    from etr_sim.pipeline import run
 
     folder, text = _save_model_dir(tmp_path)
     out = tmp_path / "cap"
@@ -239,9 +238,8 @@ topology: {{name: h100-single-leaf, nodes: 1}}
 """)
     loaded = load_scenario(scenario)
     assert loaded.scenario.activations.hidden_size == D
-    topo = build_topology(loaded.topology, loaded.topology_source)
-    work = prepare(loaded, topo)
-    assert {w.facts["tokens"] for w in work} == {8 * 64}
+    result = run(loaded)
+    assert set(result.layers["tokens"]) == {8 * 64} and len(result.summary) == 2
 
 
 def test_model_dir_errors(tmp_path):

@@ -70,6 +70,27 @@ def test_quickstart_runs_on_the_shipped_capture(root):
     assert len(result.summary) == 3 and (result.layers["tokens"] == 16 * 4096).all()
 
 
+def test_training_stages_walk_the_real_series(write_yaml):
+    """A run over training steps picks the captured stage per step range; routing follows it."""
+    from etr_sim.pipeline import run
+
+    path = write_yaml(f"""
+name: stages
+model: {{hidden_size: 1024, ffn_hidden_size: 2048, num_experts: 16, top_k: 1}}
+parallelism: {{ep: 16, seq_len: 256}}
+activations: {{kind: captured, path: {STAGES}, stage: 0, layers: [1]}}
+training:
+  steps: 1000
+  stages: [{{step: 20, activations: {{stage: 20}}}}, {{step: 200, activations: {{stage: 200}}}}]
+routers: [{{kind: etr}}]
+topology: {{name: h100-single-leaf, nodes: 2}}
+""")
+    layers = run(load_scenario(path)).layers
+    dropped = layers.groupby("training_stage")["dropped_assignments"].sum()
+    assert list(dropped.index) == [0, 1, 2]
+    assert dropped[1] > dropped[0]  # step 20's collapsed features pile onto few experts (docs/activations.md)
+
+
 def test_stage_series_is_selectable_and_reported():
     index = json.loads((REPO_ROOT / STAGES / "stages.json").read_text())
     steps = [s["step"] for s in index["stages"]]
@@ -229,7 +250,7 @@ def test_synthetic_stage_knob_follows_calibration_table():
     table = json.loads((REPO_ROOT / "data" / "activations" / "stage-calibration.json").read_text())
     for p in table["points"]:
         sp = SyntheticActivations(kind="synthetic", stage=p["step"])
-        assert sp.cluster_strength == pytest.approx(p["cluster_strength"])
+        assert sp.strength == pytest.approx(p["cluster_strength"])
     first, last = table["points"][0], table["points"][-1]
     assert strength_for_stage(last["step"] * 10) == pytest.approx(last["cluster_strength"])  # held, not extrapolated
     a, b = table["points"][0], table["points"][1]
@@ -237,3 +258,5 @@ def test_synthetic_stage_knob_follows_calibration_table():
     lo, hi = sorted([a["cluster_strength"], b["cluster_strength"]])
     assert lo - 1e-9 <= mid <= hi + 1e-9
     assert first["step"] == 0
+    assert SyntheticActivations(kind="synthetic").strength == 0.5
+    assert SyntheticActivations(kind="synthetic", cluster_strength=0.2).strength == 0.2

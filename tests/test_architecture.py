@@ -36,7 +36,7 @@ def test_downstream_stages_import_without_torch():
     import sys
 
     code = (
-        "import sys, etr_sim.traffic.matrix, etr_sim.traffic.collectives, etr_sim.sim.layer, "
+        "import sys, etr_sim.traffic.matrix, etr_sim.traffic.collectives, etr_sim.sim.step, etr_sim.sim.memory, "
         "etr_sim.topology, etr_sim.metrics, etr_sim.config, etr_sim.routing;"
         "assert 'torch' not in sys.modules, 'torch imported'; assert 'matplotlib' not in sys.modules"
     )

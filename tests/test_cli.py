@@ -56,3 +56,43 @@ def test_validate_reports_each_file(root, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "quickstart.yaml: ok" in captured.out
     assert "parallelism" in captured.err and "routers" in captured.err
+
+
+def test_variants_compare_topologies_side_by_side(root, tmp_path, capsys):
+    text = (root / "scenarios/quickstart.yaml").read_text() + (
+        "variants:\n"
+        "  - {name: nic400, overrides: {}}\n"
+        "  - {name: nic200, overrides: {topology: {overrides: {node: {nic: {bandwidth_gbps: 200}}}}}}\n"
+    )
+    scen = tmp_path / "v.yaml"
+    scen.write_text(text)
+    out = tmp_path / "v"
+    assert main(["run", str(scen), "--out", str(out)]) == 0
+    s = pd.read_csv(out / "summary.csv").set_index("router")
+    assert list(s.index[:3]) == ["nic400/token_choice", "nic400/expert_choice", "nic400/etr"]
+    # Same tokens, half the NIC rate: inter-node bytes equal, dispatch slower (NIC-bound here).
+    for r in ("token_choice", "etr"):
+        assert s.loc[f"nic200/{r}", "inter_node_bytes"] == s.loc[f"nic400/{r}", "inter_node_bytes"]
+        assert s.loc[f"nic200/{r}", "dispatch_s"] > 1.5 * s.loc[f"nic400/{r}", "dispatch_s"]
+    # compare: two run folders side by side
+    assert main(["compare", str(out), str(out), "--csv", str(tmp_path / "c.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "c.csv")) == 2 * len(s)
+
+
+def test_bad_variant_override_is_reported_with_its_path(root, tmp_path, capsys):
+    text = (root / "scenarios/quickstart.yaml").read_text() + (
+        "variants:\n  - {name: bad, overrides: {topology: {overrides: {node: {nic: {bandwidth_gbps: 0}}}}}}\n"
+    )
+    scen = tmp_path / "v.yaml"
+    scen.write_text(text)
+    assert main(["validate", str(scen)]) == 2
+    err = capsys.readouterr().err
+    assert "variants[0]" in err and "bandwidth_gbps" in err
+
+
+def test_schema_is_json(capsys):
+    import json
+
+    assert main(["schema", "scenario"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "routers" in schema["properties"]
