@@ -260,3 +260,17 @@ def test_synthetic_stage_knob_follows_calibration_table():
     assert first["step"] == 0
     assert SyntheticActivations(kind="synthetic").strength == 0.5
     assert SyntheticActivations(kind="synthetic", cluster_strength=0.2).strength == 0.2
+
+
+@pytest.mark.slow
+def test_stage_series_script_reproduces_shipped_data(tmp_path):
+    """Re-run the training script for the first stages and compare with the shipped shards byte for byte
+    (slow, and bit-identical only on the same torch build and CPU kind)."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "train_stage_series.py"), "--steps", "0", "20",
+                    "--out", str(tmp_path / "s")], check=True, capture_output=True)
+    for step in ("step00000", "step00020"):
+        for shard in ("shard-00000.safetensors", "shard-00001.safetensors"):
+            assert (tmp_path / "s" / step / shard).read_bytes() == (REPO_ROOT / STAGES / step / shard).read_bytes()

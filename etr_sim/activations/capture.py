@@ -103,6 +103,7 @@ def capture(
     progress: bool = True,
     total_tokens: int | None = None,
     overwrite: bool = False,
+    source: str | None = None,
 ) -> Path:
     """Run ``model`` over ``sequences`` (lists of token ids) and write a capture folder to ``out``.
 
@@ -112,21 +113,23 @@ def capture(
         batch_size: sequences per forward pass (and per shard): bounds memory.
         store_dtype: float32 / float16 / bfloat16 for the stored router inputs (logits stay float32).
         forward: how to call the model; default ``model(input_ids=..., attention_mask=...)``.
+        source: what error messages name as the input (default: the model's class name).
     Returns the capture folder. On any exception the partial capture is deleted.
     """
     from tqdm import tqdm
 
+    source = source or type(model).__name__
     points = points if points is not None else find_hook_points(model)
     if not points:
-        raise ConfigError(type(model).__name__, problem("model", "found no MoE router or FFN block to hook"))
+        raise ConfigError(source, problem("model", "found no MoE router or FFN block to hook"))
     if layers is not None:
         have = [p.layer for p in points]
         missing = [x for x in layers if x not in have]
         if missing:
-            raise ConfigError(type(model).__name__, problem("--layers", f"model has layers {have}", missing))
+            raise ConfigError(source, problem("--layers", f"model has layers {have}", missing))
         points = [p for p in points if p.layer in layers]
     if store_dtype not in STORE_DTYPES:
-        raise ConfigError(type(model).__name__, problem("--dtype", f"choose one of {list(STORE_DTYPES)}", store_dtype))
+        raise ConfigError(source, problem("--dtype", f"choose one of {list(STORE_DTYPES)}", store_dtype))
     forward = forward or (lambda m, ids, mask: m(input_ids=ids, attention_mask=mask))
     hidden_sizes = {p.layer: None for p in points}
 
@@ -315,4 +318,5 @@ def capture_model_dir(
         progress=progress,
         total_tokens=sum(len(s) for s in sequences),
         overwrite=overwrite,
+        source=str(model_dir),
     )
