@@ -114,6 +114,8 @@ class SyntheticActivations(Strict):
     def _stage_or_strength(self):
         if self.stage is not None and self.cluster_strength is not None:
             raise ValueError("set either 'stage' or 'cluster_strength', not both (set the other to null)")
+        if self.stage is not None:
+            strength_for_stage(self.stage)  # the calibration table must be readable now, not mid-run
         return self
 
     @property
