@@ -125,7 +125,12 @@ def strength_for_stage(step: int, table: Path = STAGE_CALIBRATION) -> float:
     import math
 
     data = _read_json(table)
-    points = sorted((int(p["step"]), float(p["cluster_strength"])) for p in data["points"])
+    try:
+        points = sorted((int(p["step"]), float(p["cluster_strength"])) for p in data["points"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{table}: missing or malformed entry {exc}") from None
+    if not points:
+        raise ValueError(f"{table}: no calibration points")
     if step <= points[0][0]:
         return points[0][1]
     for (s0, v0), (s1, v1) in zip(points, points[1:]):
