@@ -257,3 +257,48 @@ def test_capture_is_deterministic(tmp_path):
     capture(model, seqs, tmp_path / "b", batch_size=3, progress=False)
     for name in ("shard-00000.safetensors", "shard-00001.safetensors", "router.safetensors", "capture.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_plain_torch_module_dense_ffn_and_explicit_points(tmp_path):
+    """Any torch module: dense FFN inputs found by structure, or hook points given explicitly."""
+    from torch import nn
+
+    from etr_sim.activations.capture import HookPoint
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(D)
+            self.mlp = nn.Sequential(nn.Linear(D, 2 * D), nn.GELU(), nn.Linear(2 * D, D))
+
+        def forward(self, x):
+            return x + self.mlp(self.norm(x))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(V, D)
+            self.layers = nn.ModuleList(Block() for _ in range(3))
+
+        def forward(self, ids):
+            x = self.emb(ids)
+            for b in self.layers:
+                x = b(x)
+            return x
+
+    torch.manual_seed(0)
+    net = Net()
+    points = find_hook_points(net)
+    assert [(p.layer, p.name, p.kind) for p in points] == [(i, f"layers.{i}.mlp", "dense_ffn") for i in range(3)]
+    seqs = sequences(3)
+    capture(net, seqs, tmp_path / "a", forward=lambda m, ids, mask: m(ids), progress=False)
+    cap = load_capture(tmp_path / "a")
+    with torch.no_grad():
+        x = net.emb(torch.tensor(seqs[0]))
+        x = net.layers[0](x)
+        expected = net.layers[1].norm(x)  # FFN input of block 1
+    torch.testing.assert_close(cap.hidden[1][: len(seqs[0])], expected)
+    assert cap.router_logits == {} and cap.router_weight == {}
+    explicit = [HookPoint(7, "layers.2.norm", net.layers[2].norm, "dense_ffn")]
+    capture(net, seqs, tmp_path / "b", points=explicit, forward=lambda m, ids, mask: m(ids), progress=False)
+    assert load_capture(tmp_path / "b").layers == [7]
