@@ -13,7 +13,6 @@ import pandas as pd
 
 from etr_sim.activations import make_batch
 from etr_sim.config import LoadedScenario
-from etr_sim.config.base import deep_merge
 from etr_sim.config.scenario import Scenario
 from etr_sim.metrics import step_metrics
 from etr_sim.routing.registry import make_router
@@ -26,7 +25,7 @@ from etr_sim.traffic import group_collectives as GC
 from etr_sim.traffic.collectives import plan_collective
 from etr_sim.traffic.layout import Layout
 from etr_sim.traffic.matrix import dispatch_traffic, expert_rows
-from etr_sim.traffic.placement import PLACEMENTS
+from etr_sim.traffic.placement import NEEDS_DEMAND, Placement, build_placement
 from etr_sim.units import DTYPE_BYTES, row_bytes
 
 
@@ -94,7 +93,6 @@ class StepBuilder:
     def __init__(self, s: Scenario, topo: Topology, layout: Layout, activations, router):
         self.s, self.topo, self.layout, self.act, self.router = s, topo, layout, activations, router
         m = s.model
-        self.placement = PLACEMENTS[s.placement.kind](m.num_experts, layout.ep, layout.gpus_per_stage)
         self.d_bytes = row_bytes(m.hidden_size, m.dispatch_dtype)
         self.c_bytes = row_bytes(m.hidden_size, m.combine_dtype)
         self.a_bytes = row_bytes(m.hidden_size, m.activation_dtype)
@@ -102,25 +100,42 @@ class StepBuilder:
         self.layers = stage_layers(s, layout)
 
     # -- MoE blocks --------------------------------------------------------------------------------
-    def moe_sample(self, stage: int, moe_layer: int, mb_sample: int) -> MoeSample:
+    def route(self, stage: int, moe_layer: int, mb_sample: int):
+        """Router inputs of one (stage, MoE layer, micro-batch sample) and the router's decision."""
+        s, par = self.s, self.s.parallelism
+        node = self.topo.gpu_node_index[self.layout.stage_gpus(stage)]
+        batch = make_batch(self.act, par.tokens_per_gpu, node, seed_for(s.seed, "batch", stage, mb_sample), moe_layer)
+        return batch, self.router.route(batch)
+
+    def placement(self, stage: int, calibration) -> Placement:
+        """Expert placement of a stage; demand-driven kinds use the stage's first routing decision."""
+        s, lay = self.s, self.layout
+        node = self.topo.gpu_node_index[lay.stage_gpus(stage)]
+        demand = None
+        if s.placement.kind in NEEDS_DEMAND or s.placement.replicate_hot:
+            batch, decision = calibration
+            flat = batch.src_node[decision.token] * s.model.num_experts + decision.expert
+            n_nodes = int(node.max()) + 1
+            demand = np.bincount(flat, minlength=n_nodes * s.model.num_experts).reshape(n_nodes, s.model.num_experts)
+        return build_placement(s.placement, s.model.num_experts, lay.ep, lay.gpus_per_stage, node, demand)
+
+    def moe_sample(self, stage: int, routed, placement: Placement) -> MoeSample:
         s, m, par, lay = self.s, self.s.model, self.s.parallelism, self.layout
+        batch, decision = routed
         gpus = lay.stage_gpus(stage)
         node = self.topo.gpu_node_index[gpus]
-        batch_seed = seed_for(s.seed, "batch", stage, mb_sample)
-        batch = make_batch(self.act, par.tokens_per_gpu, node, batch_seed, moe_layer)
-        decision = self.router.route(batch)
-        dispatch = dispatch_traffic(decision, batch.src_gpu, self.placement, self.d_bytes, s.collective.dedup, gpus)
+        dispatch = dispatch_traffic(decision, batch.src_gpu, placement, self.d_bytes, s.collective.dedup, gpus)
         combine = dispatch.transposed("combine", self.c_bytes / self.d_bytes)
-        rows = expert_rows(decision, batch.src_gpu, self.placement)  # [G_s, experts per GPU]
+        rows = expert_rows(decision, batch.src_gpu, placement)  # [G_s, expert slots per GPU]
         k = s.overlap.moe_chunks
         alg = s.collective.algorithm
         d_plan = GC.scaled(plan_collective(alg, dispatch, self.topo), "dispatch", 1.0 / k)
         c_plan = GC.scaled(plan_collective(alg, combine, self.topo), "combine", 1.0 / k)
         exp_f = C.expert_ffn_time_s(rows / k, m, s.compute)  # [G_s] per chunk
         grad = self.a_bytes
-        block_f = MoeBlock(moe_layer, (d_plan,) * k, (exp_f,) * k, (c_plan,) * k)
+        block_f = MoeBlock(batch.layer, (d_plan,) * k, (exp_f,) * k, (c_plan,) * k)
         block_b = MoeBlock(
-            moe_layer,
+            batch.layer,
             (GC.scaled(d_plan, "dispatch", grad / self.d_bytes),) * k,
             (2.0 * exp_f,) * k,
             (GC.scaled(c_plan, "combine", grad / self.c_bytes),) * k,
@@ -130,10 +145,10 @@ class StepBuilder:
         router_s = np.array([C.router_cost_s(par.tokens_per_gpu, r, m, s.compute) for r in sent_rows])
         d_intra, d_inter = dispatch.split_bytes(node)
         c_intra, c_inter = combine.split_bytes(node)
+        dst_node = node[placement.gpu_of(batch.src_gpu[decision.token], decision.expert)]
         facts = {
             "pipeline_stage": stage,
-            "moe_layer": moe_layer,
-            "microbatch_sample": mb_sample,
+            "moe_layer": batch.layer,
             "capacity": decision.capacity if decision.capacity is not None else -1,
             "tokens": decision.num_tokens,
             "kept_assignments": decision.num_kept,
@@ -142,8 +157,10 @@ class StepBuilder:
             "dispatch_inter_bytes": d_inter,
             "intra_node_bytes": d_intra + c_intra,
             "inter_node_bytes": d_inter + c_inter,
+            "node_local_fraction": float((dst_node == batch.src_node[decision.token]).mean()) if decision.num_kept else 0.0,
             "expert_rows_max": float(rows.sum(axis=1).max()),
             "expert_rows_mean": float(rows.sum(axis=1).mean()),
+            "expert_slots_per_gpu": placement.slots_per_gpu,
             **decision.stats,
         }
         load = decision.expert_load()
@@ -171,9 +188,13 @@ class StepBuilder:
             moe_index += len(moe_here)
             n_layer_samples = min(s.step.sampled_layers, len(moe_here)) if moe_here else 0
             cache = {}
+            routed = {(j, k): self.route(stage, first_moe + j, k)
+                      for j in range(n_layer_samples) for k in range(n_samples)}
+            placement = self.placement(stage, routed[0, 0]) if routed else None
             for j in range(n_layer_samples):
                 for k in range(n_samples):
-                    smp = self.moe_sample(stage, first_moe + j, k)
+                    smp = self.moe_sample(stage, routed[j, k], placement)
+                    smp.facts["microbatch_sample"] = k
                     # How many MoE-block instances of the step this sample stands for.
                     smp.facts["instances"] = len(moe_here) * n_mb / (n_layer_samples * n_samples)
                     cache[j, k] = smp
@@ -255,27 +276,12 @@ class StepBuilder:
             ratio = max((x.rows_ratio for x in mine), default=1.0)
             buf = max((x.buffer_rows for x in mine), default=0.0)
             in_flight = min(lay.pp - stage, n_mb) if s.step.pipeline_schedule == "1f1b" else n_mb
-            params = stage_params(s.model, s.parallelism, layers, stage == 0, stage == lay.pp - 1)
+            slots = max((x.facts["expert_slots_per_gpu"] for x in mine), default=None)
+            params = stage_params(s.model, s.parallelism, layers, stage == 0, stage == lay.pp - 1, slots)
             mem = gpu_memory_bytes(s.model, s.parallelism, s.memory, params, lay.dp, layers, in_flight, ratio, buf)
             if sum(mem.values()) > sum(worst.values(), 0.0):
                 worst = {**mem, "pipeline_stage": stage}
         return worst
-
-
-def training_stages(s: Scenario) -> list[tuple[int, int, object]]:
-    """[(first step, number of steps, activation spec)] covering steps 0..training.steps-1."""
-    stages = sorted(s.training.stages, key=lambda t: t.step)
-    if not stages or stages[0].step > 0:
-        points = [(0, {})] + [(t.step, t.activations) for t in stages]
-    else:
-        points = [(t.step, t.activations) for t in stages]
-    out = []
-    base = s.activations.model_dump()
-    for i, (start, over) in enumerate(points):
-        end = points[i + 1][0] if i + 1 < len(points) else s.training.steps
-        spec = type(s.activations).model_validate(deep_merge(base, over))
-        out.append((start, max(end - start, 0), spec))
-    return out
 
 
 def _simulate(loaded: LoadedScenario, prefix: str, tick) -> tuple[Topology, dict]:
@@ -287,7 +293,7 @@ def _simulate(loaded: LoadedScenario, prefix: str, tick) -> tuple[Topology, dict
     for r_spec in s.routers:
         label = prefix + r_spec.label
         router = make_router(r_spec, s.model, layout.ep, s.activations.hidden_size, s.seed)
-        for ti, (start, n_steps, act_spec) in enumerate(training_stages(s)):
+        for ti, (start, n_steps, act_spec) in enumerate(loaded.training_stages):
             builder = StepBuilder(s, topo, layout, act_spec, router)
             programs, samples = builder.build()
             sim = StepSimulator(programs, topo.capacity_Bps, topo.latency_s, s.overlap.dp_grad_reduce)
@@ -304,7 +310,7 @@ def _simulate(loaded: LoadedScenario, prefix: str, tick) -> tuple[Topology, dict
 def run(loaded: LoadedScenario, progress=None) -> RunResult:
     """Simulate every variant, router and training stage; ``progress(done, total, label)`` is optional."""
     jobs = loaded.runs()
-    total = sum(len(sub.scenario.routers) * len(training_stages(sub.scenario)) for _, sub in jobs)
+    total = sum(len(sub.scenario.routers) * len(sub.training_stages) for _, sub in jobs)
     done = [0]
 
     def tick(label: str) -> None:

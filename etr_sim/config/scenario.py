@@ -274,7 +274,19 @@ class TopologyRef(Strict):
 
 
 class PlacementSpec(Strict):
-    kind: Literal["contiguous"] = "contiguous"
+    """Where experts live inside an EP group (same on every group).
+
+    contiguous: E/ep consecutive experts per rank; round_robin: expert e on rank e mod ep; explicit:
+    ``expert_ranks[e]`` per expert; locality_aware: experts go to the node whose tokens route to them
+    most (from a calibration routing pass on the first sampled batch). ``replicate_hot`` adds one
+    replica of each of the R most loaded experts on another rank (more weight memory, less
+    imbalance); each source uses one replica, chosen by ``replica_choice``.
+    """
+
+    kind: Literal["contiguous", "round_robin", "explicit", "locality_aware"] = "contiguous"
+    expert_ranks: list[Annotated[int, Field(ge=0)]] | None = None
+    replicate_hot: Annotated[int, Field(ge=0)] = 0
+    replica_choice: Literal["local_first", "spread"] = "local_first"
 
 
 class CollectiveSpec(Strict):
