@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from etr_sim.activations import synthetic
+from etr_sim.activations import captured, synthetic
 from etr_sim.activations.batch import TokenBatch
 
 # One entry per YAML ``activations.kind``.
-SOURCES = {"synthetic": synthetic.generate}
+SOURCES = {"synthetic": synthetic.generate, "captured": captured.generate}
 
 
 def make_batch(spec, tokens_per_gpu: int, gpu_node: np.ndarray, seed: int, layer: int = 0, step: int = 0) -> TokenBatch:

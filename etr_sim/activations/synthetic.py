@@ -5,6 +5,7 @@ Each token belongs to one of ``num_clusters`` clusters with probability proporti
 unit-variance Gaussian center and noise, s = ``cluster_strength``. Two tokens of one cluster then
 have expected cosine similarity about s, tokens of different clusters about 0: s is the knob that
 stands for "how far training has clustered the features" (ETR: near 0 before training, > 0.8 after).
+``stage`` picks s from the table calibrated on the in-project training series (docs/activations.md).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def generate(
     popularity = (torch.arange(spec.num_clusters, dtype=torch.float64) + 1.0) ** -spec.popularity_skew
     cluster = torch.multinomial(popularity / popularity.sum(), n, replacement=True, generator=gen)  # [N]
     noise = torch.randn(n, d, generator=gen)  # [N, d]
-    s = spec.cluster_strength
+    s = spec.strength
     hidden = (s**0.5) * centers[cluster] + ((1.0 - s) ** 0.5) * noise  # [N, d]
     src_gpu = np.repeat(np.arange(num_gpus, dtype=np.int64), tokens_per_gpu)
     position = np.tile(np.arange(tokens_per_gpu, dtype=np.int64), num_gpus)
