@@ -17,7 +17,6 @@ from etr_sim.config import LoadedScenario
 from etr_sim.config.scenario import Scenario
 from etr_sim.metrics import step_metrics
 from etr_sim.routing.registry import make_router
-from etr_sim.seeding import seed_for
 from etr_sim.sim import compute as C
 from etr_sim.sim.memory import gpu_memory_bytes, stage_params
 from etr_sim.sim.step import Comm, Compute, Fused, MoeBlock, StepPrograms, StepRecorder, StepSimulator
@@ -111,7 +110,7 @@ def route_all(s: Scenario, topo: Topology, layout: Layout, activations, routers:
     for stage, pairs in moe_samples(s, layout).items():
         node = topo.gpu_node_index[layout.stage_gpus(stage)]
         for layer, k in pairs:
-            batch = make_batch(activations, par.tokens_per_gpu, node, seed_for(s.seed, "batch", stage, k), layer)
+            batch = make_batch(activations, par.tokens_per_gpu, node, s.seed, layer, sample=k)
             light = replace(batch, hidden=torch.empty(batch.num_tokens, 0))
             for i, router in enumerate(routers):
                 out[i][stage, layer, k] = (light, router.route(batch))

@@ -64,12 +64,15 @@ def generate(
     seed: int,
     layer: int = 0,
     step: int = 0,
+    sample: int = 0,
 ) -> TokenBatch:
-    """Router inputs of simulated MoE layer ``layer`` for ``len(gpu_node)`` GPUs x ``tokens_per_gpu`` tokens."""
+    """Router inputs of simulated MoE layer ``layer`` for ``len(gpu_node)`` GPUs x ``tokens_per_gpu`` tokens.
+
+    ``sample`` numbers micro-batches: each draws its own sequences; every layer of one sample sees them."""
     use = spec.use_layers
     cap = open_cached(spec.index.folder, use)
     num_gpus = len(gpu_node)
-    rows, position, seq = layout_sequences(cap.offsets, num_gpus, tokens_per_gpu, numpy_rng(seed, "activations", "captured", step))
+    rows, position, seq = layout_sequences(cap.offsets, num_gpus, tokens_per_gpu, numpy_rng(seed, "activations", "captured", step, sample))
     captured_layer = use[layer % len(use)]
     src_gpu = np.repeat(np.arange(num_gpus, dtype=np.int64), tokens_per_gpu)
     return TokenBatch(
