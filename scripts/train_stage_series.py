@@ -115,6 +115,15 @@ class TinyEtrLM(nn.Module):
         return sum(b.moe.aux for b in self.blocks)
 
 
+def _repo_relative(path: Path) -> str:
+    """The output folder relative to the repository (no machine-specific absolute path in shipped data)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, nargs="+", default=[0, 20, 50, 200, 1000])
@@ -177,7 +186,7 @@ def main() -> None:
         print(f"step {step:5d}  loss {loss_val or float('nan'):.3f}  corr {avg['mean_token_correlation']:.3f}  "
               f"within {avg['within_cluster_correlation']:.3f}  CH {avg['calinski_harabasz']:.1f}  "
               f"({time.time() - t0:.0f} s)", flush=True)
-    (out / "stages.json").write_text(json.dumps({"description": __doc__.split("\n")[0], "args": vars(args), "stages": stages}, indent=1) + "\n")
+    (out / "stages.json").write_text(json.dumps({"description": __doc__.split("\n")[0], "args": {**vars(args), "out": _repo_relative(out)}, "stages": stages}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
