@@ -90,6 +90,18 @@ def _cmd_topo_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from etr_sim.activations.capture import capture_model_dir
+
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    out = capture_model_dir(
+        args.model_dir, args.text, args.out, layers=layers, max_tokens=args.max_tokens, seq_len=args.seq_len,
+        batch_size=args.batch_size, store_dtype=args.dtype, overwrite=args.overwrite,
+    )
+    print(f"capture: {out}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from etr_sim.report.compare import load_runs
     from etr_sim.report.table import STEP_VIEW, format_table
@@ -129,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--nodes", type=int, help="cluster size (number of nodes)")
     ts.add_argument("--png", help="also draw the graph to this PNG file")
     ts.set_defaults(func=_cmd_topo_show)
+    cap = sub.add_parser("capture", help="record router inputs of a local Hugging Face model on a text")
+    cap.add_argument("model_dir", help="local model folder with config.json (nothing is downloaded)")
+    cap.add_argument("--text", required=True, help="UTF-8 text file; each blank-line separated paragraph is a sequence")
+    cap.add_argument("--out", required=True, help="capture folder to create")
+    cap.add_argument("--layers", help="comma-separated block indices (default: every MoE / FFN block)")
+    cap.add_argument("--max-tokens", type=int, help="stop after this many tokens (whole sequences)")
+    cap.add_argument("--seq-len", type=int, default=128, help="longest sequence in tokens; longer paragraphs are split")
+    cap.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass and per shard (bounds memory)")
+    cap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="stored dtype")
+    cap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    cap.set_defaults(func=_cmd_capture)
     c = sub.add_parser("compare", help="put several run folders side by side")
     c.add_argument("runs", nargs="+", help="run folders (reports/<scenario>/<run-id>)")
     c.add_argument("--csv", help="also write the combined table here")
