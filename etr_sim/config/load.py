@@ -7,7 +7,7 @@ from pathlib import Path
 
 from etr_sim.config.base import deep_merge, problems_from_validation, read_yaml, validate
 from etr_sim.config.scenario import ActivationSpec, Scenario
-from etr_sim.config.topology import TopologySpec
+from etr_sim.config.topology import NODE_TEMPLATES, TopologySpec
 from etr_sim.errors import ConfigError, Problem, TopologyError, problem
 from pydantic import TypeAdapter, ValidationError
 
@@ -66,12 +66,34 @@ def find_topology(name: str, scenario_file: Path | None) -> Path | None:
     return None
 
 
-def load_topology(path: str | Path, nodes: int | None = None, overrides: dict | None = None) -> TopologySpec:
-    """Read a topology file, apply the cluster size and overrides, and validate."""
-    data = read_yaml(path)
+def _merge_node(template: dict, node: dict) -> dict:
+    """Template fields overridden by the file's; a scale_up of another kind replaces the template's."""
+    out = deep_merge(template, {k: v for k, v in node.items() if k != "scale_up"})
+    su = node.get("scale_up")
+    if isinstance(su, dict):
+        same = su.get("kind", template["scale_up"]["kind"]) == template["scale_up"]["kind"]
+        out["scale_up"] = deep_merge(template["scale_up"], su) if same else su
+    return out
+
+
+def resolve_topology_data(data: dict, file: str, nodes: int | None = None, overrides: dict | None = None) -> dict:
+    """Apply cluster size, overrides and the node template (unknown template -> TopologyError)."""
     if nodes is not None:
-        data["nodes"] = nodes
+        data = {**data, "nodes": nodes}
     data = deep_merge(data, overrides or {})
+    node = data.get("node")
+    if isinstance(node, dict) and node.get("template") is not None:
+        name = node["template"]
+        if name not in NODE_TEMPLATES:
+            raise TopologyError(file, problem(
+                "node.template", f"unknown node template; known: {', '.join(sorted(NODE_TEMPLATES))}", name))
+        data = {**data, "node": _merge_node(NODE_TEMPLATES[name], node)}
+    return data
+
+
+def load_topology(path: str | Path, nodes: int | None = None, overrides: dict | None = None) -> TopologySpec:
+    """Read a topology file, apply the cluster size, overrides and node template, and validate."""
+    data = resolve_topology_data(read_yaml(path), str(path), nodes, overrides)
     spec = validate(TopologySpec, data, str(path), TopologyError)
     return spec
 

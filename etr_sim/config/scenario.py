@@ -7,9 +7,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from etr_sim.config.base import Strict
+from etr_sim.config.capture_meta import (
+    CaptureIndex,
+    is_stage_series,
+    open_capture,
+    read_capture_index,
+    read_stage_steps,
+    resolve_capture_path,
+    strength_for_stage,
+)
 from etr_sim.config.step import MemorySpec, OverlapSpec, StepSpec, TrainingSpec
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -79,17 +88,120 @@ class ParallelismSpec(Strict):
         return tokens // self.tp if self.sequence_parallel else tokens
 
 
+# -- activations (owned by the activations package; see docs/activations.md) -------------------
+
+
 class SyntheticActivations(Strict):
     """Seeded Gaussian-mixture token features (see etr_sim.activations.synthetic)."""
 
     kind: Literal["synthetic"]
-    hidden_size: PosInt = 512
-    num_clusters: PosInt = 32
-    cluster_strength: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
-    popularity_skew: NonNeg = 1.0
+    hidden_size: PosInt = Field(512, description="router-input width d of the generated features")
+    num_clusters: PosInt = Field(32, description="mixture components (token 'topics')")
+    cluster_strength: Annotated[float, Field(ge=0.0, le=1.0)] | None = Field(
+        None,
+        description="share s of a token's variance that is its cluster centre (0 = isotropic noise, "
+        "1 = identical tokens per cluster); null = from 'stage', or 0.5 without a stage",
+    )
+    stage: Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        description="training step whose clustering to imitate: s comes from the calibration table "
+        "fitted to the in-project training series (data/activations/stage-calibration.json, linear in "
+        "log(1 + step), held after the last step); cannot be combined with cluster_strength",
+    )
+    popularity_skew: NonNeg = Field(1.0, description="Zipf exponent of cluster popularity")
+
+    @model_validator(mode="after")
+    def _stage_or_strength(self):
+        if self.stage is not None and self.cluster_strength is not None:
+            raise ValueError("set either 'stage' or 'cluster_strength', not both (set the other to null)")
+        if self.stage is not None:
+            strength_for_stage(self.stage)  # the calibration table must be readable now, not mid-run
+        return self
+
+    @property
+    def strength(self) -> float:
+        """The cluster strength s the generator uses (explicit, from the stage table, or 0.5)."""
+        if self.cluster_strength is not None:
+            return self.cluster_strength
+        if self.stage is not None:
+            return strength_for_stage(self.stage)
+        return 0.5
 
 
-ActivationSpec = Annotated[Union[SyntheticActivations], Field(discriminator="kind")]
+class CapturedActivations(Strict):
+    """Router inputs recorded from a real model by ``etr-sim capture`` (see etr_sim.activations.captured).
+
+    Routing happens in the captured hidden size; bytes on the wire use model.hidden_size. When the
+    scenario needs more tokens than were captured, whole captured sequences are drawn again
+    (seeded shuffles, never synthesised tokens); the last sequence on a GPU is cut to fit.
+    """
+
+    kind: Literal["captured"]
+    path: str = Field(
+        description="capture folder (or stage-series folder); relative paths are looked up in the "
+        "working directory, then in the etr-sim repository (shipped data under data/)"
+    )
+    stage: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="training step to use when path is a stage series (stages.json)"
+    )
+    layers: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] | None = Field(
+        None,
+        description="captured layers to use; simulated MoE layer i uses layers[i % len(layers)] "
+        "(default: every captured layer in order)",
+    )
+    _index: Any = PrivateAttr(None)
+
+    @field_validator("path")
+    @classmethod
+    def _path_readable(cls, v: str) -> str:
+        folder = resolve_capture_path(v)
+        if not folder.exists():
+            raise ValueError("no such capture folder (relative paths: working directory, then the etr-sim repo)")
+        if not folder.is_dir():
+            raise ValueError("not a folder (give the capture folder, not a file inside it)")
+        if is_stage_series(folder):
+            read_stage_steps(folder)
+        else:
+            read_capture_index(folder)
+        return v
+
+    @field_validator("stage")
+    @classmethod
+    def _stage_known(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if "path" in info.data:
+            open_capture(info.data["path"], v)
+        return v
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_captured(cls, v: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if v is not None and "path" in info.data and "stage" in info.data:
+            have = open_capture(info.data["path"], info.data["stage"]).layers
+            missing = [x for x in v if x not in have]
+            if missing:
+                raise ValueError(f"layer(s) {missing} were not captured; the capture has layers {list(have)}")
+        return v
+
+    def model_post_init(self, context: Any) -> None:
+        self._index = open_capture(self.path, self.stage)
+
+    @property
+    def index(self) -> CaptureIndex:
+        return self._index
+
+    @property
+    def hidden_size(self) -> int:
+        """Router-input width of the capture (GrAP divisibility is checked against it)."""
+        return self._index.hidden_size
+
+    @property
+    def use_layers(self) -> tuple[int, ...]:
+        return tuple(self.layers) if self.layers is not None else self._index.layers
+
+
+ActivationSpec = Annotated[Union[SyntheticActivations, CapturedActivations], Field(discriminator="kind")]
+
+# -- end of activations section ------------------------------------------------------------------
 
 
 # ---- Routers (owned by the routing package; see docs/routing.md) ---------------------------------
@@ -327,9 +439,24 @@ class PlacementSpec(Strict):
 
 
 class CollectiveSpec(Strict):
-    algorithm: Literal["direct"] = "direct"
+    """All-to-all algorithm and flow-network solver settings (docs/network.md)."""
+
+    algorithm: Literal["direct", "pairwise", "pxn", "hierarchical", "deepep"] = Field(
+        "direct",
+        description="direct (NCCL grouped send/recv), pairwise (G-1 rounds), pxn (NVLink to the destination "
+        "rail first), hierarchical (Tutel 2DH), deepep (one network copy per destination node, NVLink fan-out)",
+    )
     dedup: Literal["gpu", "none"] = Field(
         "gpu", description="a token bound for several experts on one GPU is sent once (gpu) or once per expert"
+    )
+    coalesce_rel: Annotated[float, Field(ge=0.0, le=0.5)] = Field(
+        0.01,
+        description="flow-network event coalescing: rates are held for max(next finish, coalesce_rel x the projected "
+        "time of the youngest collective); 0 = exact max-min at every finish (slow beyond ~100k flows); the error "
+        "is conservative and about +coalesce_rel (docs/network.md)",
+    )
+    rate_tol_rel: Annotated[float, Field(ge=0.0, le=0.1)] = Field(
+        0.0, description="progressive filling freezes links within (1 + tol) of the lowest share together; 0 = exact"
     )
 
 
