@@ -82,3 +82,32 @@ def test_locmoe_needs_grap_divisibility(tmp_path):
                                     "routers": [{"kind": "locmoe"}]}))
     with pytest.raises(ConfigError, match=r"activations.hidden_size.*GrAP.*\(got 72\)"):
         load_scenario(path)
+
+
+def test_pipeline_gives_locality_aware_routers_the_placement(tmp_path):
+    """With a round-robin placement, LocMoE's 'local' experts are the round-robin ones, not contiguous."""
+    import numpy as np
+
+    from etr_sim.pipeline import make_layout, route_all
+    from etr_sim.topology import build_topology
+
+    path = tmp_path / "s.yaml"
+    model = {**BASE["model"], "num_experts": 32}  # 2 experts per GPU: round robin != contiguous
+    path.write_text(yaml.safe_dump({**BASE, "model": model, "placement": {"kind": "round_robin"},
+                                    "routers": [{"kind": "locmoe", "locality_mu": 50.0,
+                                                 "capacity": {"rule": "fixed", "tokens": 10**6}}]}))
+    loaded = load_scenario(path)
+    s = loaded.scenario
+    topo = build_topology(loaded.topology, loaded.topology_source)
+    layout = make_layout(s, topo)
+    from etr_sim.routing import make_router
+
+    router = make_router(s.routers[0], s.model, layout.ep, s.activations.hidden_size, s.seed)
+    routed = route_all(s, topo, layout, s.activations, [router])[0]
+    (batch, decision), *_ = routed.values()
+    assert decision.stats["locality_share"] == 1.0  # a huge mu keeps every token on its node
+    gpus_per_node = int(np.bincount(topo.gpu_node_index).max())
+    node_of = lambda rank: rank // gpus_per_node  # noqa: E731 (ep = all 16 GPUs, 2 nodes)
+    src_node = batch.src_node[decision.token]
+    assert (node_of(decision.expert % layout.ep) == src_node).all()  # round robin: e on rank e mod ep
+    assert not (node_of(decision.expert // 2) == src_node).all()  # contiguous would disagree
