@@ -219,7 +219,10 @@ def test_gate_loaded_from_file_matches_the_weight(tmp_path):
     save_file({"router_weight.layer0": w, "router_weight.layer1": w.flip(0)}, str(tmp_path / "r.safetensors"))
     torch.save({"gate": w.T.contiguous()}, tmp_path / "r.pt")  # [d, E]
     expected = (b.hidden @ w.T).topk(2, dim=-1).indices.reshape(-1).numpy()
-    for gate in ({"file": str(tmp_path / "r.safetensors")}, {"file": str(tmp_path / "r.pt"), "tensor": "gate"}):
+    (tmp_path / "capture").mkdir()
+    save_file({"router_weight.layer0": w}, str(tmp_path / "capture" / "router.safetensors"))
+    for gate in ({"file": str(tmp_path / "r.safetensors")}, {"file": str(tmp_path / "r.pt"), "tensor": "gate"},
+                 {"file": str(tmp_path / "capture")}):
         dec = build({"kind": "token_choice", "gate": gate, "capacity_factor": None}, model, 8, 64).route(b)
         np.testing.assert_array_equal(dec.expert, expected)
     layer1 = TokenBatch(b.hidden, b.src_gpu, b.src_node, b.position, layer=1)

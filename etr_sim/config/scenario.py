@@ -212,7 +212,10 @@ class GateFile(Strict):
     [E, d] (torch ``nn.Linear`` layout) or [d, E] tensor per MoE layer. When d == E the [E, d]
     layout is assumed."""
 
-    file: str = Field(description="path to the .safetensors / .pt file (relative to the working directory)")
+    file: str = Field(
+        description="path to the .safetensors / .pt file, or a capture folder (uses its router.safetensors); "
+        "relative to the working directory"
+    )
     tensor: str = Field(
         "router_weight.layer{layer}",
         description="tensor name inside the file; '{layer}' is replaced by the MoE layer index",

@@ -2,7 +2,8 @@
 
 A loaded router weight is a ``.safetensors`` or ``.pt`` file holding one tensor per MoE layer,
 [E, d] (torch ``nn.Linear`` layout, what the activations capture writes as
-``router_weight.layer{L}``) or [d, E]. Loading problems are ConfigErrors naming the weight file,
+``router_weight.layer{L}`` in a capture folder's ``router.safetensors``; the folder itself may be
+given) or [d, E]. ``{layer}`` is the MoE layer index of the batch being routed. Loading problems are ConfigErrors naming the weight file,
 the tensor and the bad value.
 """
 
@@ -21,6 +22,8 @@ def load_gate(file: str, tensor: str, layer: int, hidden_size: int, num_experts:
     Args: file path, tensor name ('{layer}' replaced by ``layer``), the expected d and E.
     """
     path, name = Path(file), tensor.replace("{layer}", str(layer))
+    if path.is_dir():  # a capture folder: its router weights live in router.safetensors
+        path = path / "router.safetensors"
     if not path.is_file():
         raise ConfigError(file, problem("", "router weight file not found"))
     try:
