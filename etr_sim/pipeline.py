@@ -212,7 +212,8 @@ class StepBuilder:
         key = (name, stage)
         if key not in self._tp_cache:
             tokens = self.s.parallelism.micro_batch_size * self.s.parallelism.seq_len
-            plan = GC.all_gather(name, self.layout.tp_groups(stage), tokens * self.a_bytes, self.topo)
+            plan = GC.all_gather(name, self.layout.tp_groups(stage), tokens * self.a_bytes, self.topo,
+                                 self.s.collective.tp_algorithm)
             self._tp_cache[key] = Comm(name, "tp", plan)
         return self._tp_cache[key]
 
@@ -303,10 +304,10 @@ class StepBuilder:
     def _dp_plans(self, stage: int) -> tuple:
         s, lay = self.s, self.layout
         params = stage_params(s.model, s.parallelism, self.layers[stage], stage == 0, stage == lay.pp - 1)
-        gb = s.memory.grad_bytes
+        gb, alg = s.memory.grad_bytes, s.collective.dp_algorithm
         return (
-            GC.ring_all_reduce("dp_grads", lay.dp_groups(stage), params.dense * gb, self.topo),
-            GC.ring_all_reduce("dp_expert_grads", lay.expert_dp_groups(stage), params.expert * gb, self.topo),
+            GC.over_groups(alg, "dp_grads", lay.dp_groups(stage), params.dense * gb, self.topo),
+            GC.over_groups(alg, "dp_expert_grads", lay.expert_dp_groups(stage), params.expert * gb, self.topo),
         )
 
     def memory(self, samples: list[MoeSample]) -> dict:

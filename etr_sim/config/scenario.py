@@ -461,6 +461,14 @@ class CollectiveSpec(Strict):
     rate_tol_rel: Annotated[float, Field(ge=0.0, le=0.1)] = Field(
         0.0, description="progressive filling freezes links within (1 + tol) of the lowest share together; 0 = exact"
     )
+    tp_algorithm: Literal["direct", "ring"] = Field(
+        "direct",
+        description="TP all-gather/reduce-scatter: direct (every rank to every peer at once: NCCL/HCCL mesh on a "
+        "switch or full mesh) or a pipelined ring",
+    )
+    dp_algorithm: Literal["ring_allreduce", "tree_allreduce"] = Field(
+        "ring_allreduce", description="data-parallel gradient all-reduce (pipelined ring, or binary tree)"
+    )
 
 
 class ComputeSpec(Strict):
