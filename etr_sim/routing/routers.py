@@ -209,7 +209,6 @@ def _tokens_per_group(group: np.ndarray) -> int:
 def _topk_decision(
     router: Router,
     batch: TokenBatch,
-    probs: torch.Tensor,
     top_p: torch.Tensor,
     top_e: torch.Tensor,
     capacity_factor: float | None,
@@ -251,7 +250,7 @@ class TokenChoice(Router):
         top_p, top_e = F.topk(probs, k)  # [N, k]
         aux = F.switch_aux_loss(probs, top_e[:, 0]) if batch.num_tokens else 0.0
         return _topk_decision(
-            self, batch, probs, top_p, top_e, s.capacity_factor, s.padded, s.drop_policy, s.normalize_weights, aux_loss=aux
+            self, batch, top_p, top_e, s.capacity_factor, s.padded, s.drop_policy, s.normalize_weights, aux_loss=aux
         )
 
 
@@ -447,6 +446,6 @@ class NodeLimited(Router):
         picked = np.sort(node_idx.gather(1, top_e).numpy(), axis=1)  # [N, k] node of each pick
         nodes_per_token = 1 + (np.diff(picked, axis=1) != 0).sum(1)  # [N]
         return _topk_decision(
-            self, batch, probs, top_p, top_e, s.capacity_factor, s.padded, "probs", s.normalize_weights,
+            self, batch, top_p, top_e, s.capacity_factor, s.padded, "probs", s.normalize_weights,
             nodes_per_token_max=float(nodes_per_token.max()) if len(nodes_per_token) else 0.0,
         )
