@@ -184,6 +184,9 @@ class StepBuilder:
         router_s = np.array([C.router_cost_s(par.tokens_per_gpu, r, m, s.compute) for r in sent_rows])
         d_intra, d_inter = dispatch.split_bytes(node)
         c_intra, c_inter = combine.split_bytes(node)
+        domain = self.topo.routes.domain[gpus] if self.topo.routes is not None else node
+        d_out = dispatch.split_bytes(domain)[1]
+        c_out = combine.split_bytes(domain)[1]
         dst_node = node[placement.gpu_of(batch.src_gpu[decision.token], decision.expert)]
         facts = {
             "pipeline_stage": stage,
@@ -192,10 +195,12 @@ class StepBuilder:
             "tokens": decision.num_tokens,
             "kept_assignments": decision.num_kept,
             "dropped_assignments": decision.num_dropped,
-            "dispatch_intra_bytes": d_intra,
-            "dispatch_inter_bytes": d_inter,
+            "dispatch_intra_node_bytes": d_intra,
+            "dispatch_inter_node_bytes": d_inter,
             "intra_node_bytes": d_intra + c_intra,
             "inter_node_bytes": d_inter + c_inter,
+            "dispatch_scale_out_bytes": d_out,
+            "scale_out_bytes": d_out + c_out,
             "node_local_fraction": float((dst_node == batch.src_node[decision.token]).mean()) if decision.num_kept else 0.0,
             "expert_rows_max": float(rows.sum(axis=1).max()),
             "expert_rows_mean": float(rows.sum(axis=1).mean()),

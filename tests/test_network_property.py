@@ -71,7 +71,7 @@ def test_time_at_least_busiest_link(topo, seed, algorithm, coalesce):
             assert _stage_time(topo, fs, coalesce_rel=coalesce) >= _bound(topo, fs) * (1 - 1e-9)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)  # fixed examples: the guard below must not flake
 @given(topologies(), st.integers(0, 2**31 - 1))
 def test_single_bottleneck_time_equals_bound_plus_latency(topo, seed):
     # incast into one GPU: every flow crosses that GPU's last link; if that link is the slowest on
