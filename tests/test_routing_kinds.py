@@ -113,6 +113,9 @@ def test_locmoe_first_batch_capacity_is_fixed_per_layer_and_resettable():
     r = build({"kind": "locmoe", "capacity": {"rule": "locmoe_first_batch", "delta": 0.2}}, model, 8, 64)
     first = r.route(synthetic(seed=0))
     assert first.capacity == math.ceil(float(locmoe_min_capacity(0.2, 64, 8)))
+    floored = build({"kind": "locmoe", "capacity": {"rule": "locmoe_first_batch", "delta": 0.2, "floor_factor": 1.0}},
+                    model, 8, 64).route(synthetic(seed=0))
+    assert floored.capacity == 64 // 8  # conventional C = 64 tokens per GPU * 1 / 8 experts > the bound
     measured = build({"kind": "locmoe"}, model, 8, 64)
     c0 = measured.route(synthetic(seed=0, strength=0.0)).capacity
     b_other = synthetic(seed=1, strength=0.95)

@@ -294,6 +294,12 @@ class LocMoEFirstBatchCapacity(Strict):
     )
     delta_quantile: Fraction = Field(0.5, description="quantile of the best affinities used when delta is measured")
     scale: PosFloat = Field(1.0, description="safety multiplier on the bound (1 = the bound itself)")
+    floor_factor: PosFloat | None = Field(
+        None,
+        description="optional lower clip at the conventional capacity ceil(floor_factor * s * l / E). LocMoE "
+        "does not say whether its bound replaces or floors the usual capacity; taken alone the bound is a "
+        "few tokens per expert and drops most tokens of a large group. null = the bound alone",
+    )
 
 
 class DynamicCapacity(Strict):

@@ -185,6 +185,8 @@ class Router(ABC):
             if fixed is None:
                 delta = rule.delta if rule.delta is not None else measured_delta(affinity(), rule.delta_quantile)
                 cap = locmoe_capacity(delta, batch.hidden_size, self.num_experts, rule.scale)
+                if rule.floor_factor is not None:
+                    cap = max(cap, F.capacity_from_factor(rule.floor_factor, tokens_per_group, nominations, self.num_experts))
                 fixed = self.state.fixed[batch.layer] = FixedForLayer(cap, delta, batch.step)
             return fixed.capacity, {"capacity_delta": fixed.delta, "capacity_fixed_at_step": float(fixed.step)}
         if isinstance(rule, DynamicCapacity):
