@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from etr_sim import invariants
 from etr_sim.activations import make_batch
 from etr_sim.config import LoadedScenario
 from etr_sim.config.scenario import Scenario
@@ -100,6 +101,14 @@ def moe_samples(s: Scenario, layout: Layout) -> dict[int, list[tuple[int, int]]]
     return out
 
 
+def expected_nominations(r_spec, model, num_tokens: int) -> int | None:
+    """Assignments a router nominates, known before routing: token choice nominates top-k experts for
+    every token. Other kinds nominate a data-dependent number (thresholds, expert-side choice)."""
+    if r_spec.kind == "token_choice":
+        return num_tokens * min(r_spec.top_k or model.top_k, model.num_experts)
+    return None
+
+
 def route_all(s: Scenario, topo: Topology, layout: Layout, activations, routers: list) -> list[dict]:
     """Every router's decision on every sampled batch: [router] -> {(stage, moe layer, sample): (batch, decision)}.
 
@@ -119,7 +128,10 @@ def route_all(s: Scenario, topo: Topology, layout: Layout, activations, routers:
             light = replace(batch, hidden=torch.empty(batch.num_tokens, 0))
             for i, router in enumerate(routers):
                 router.locality = locality  # locality-aware routers see where experts live
-                out[i][stage, layer, k] = (light, router.route(batch))
+                decision = router.route(batch)
+                invariants.check_decision(decision, f"router {s.routers[i].label}, stage {stage}, layer {layer}",
+                                          expected_nominations(s.routers[i], s.model, batch.num_tokens))
+                out[i][stage, layer, k] = (light, decision)
             del batch
     return out
 

@@ -84,7 +84,7 @@ def resolve_topology_data(data: dict, file: str, nodes: int | None = None, overr
     node = data.get("node")
     if isinstance(node, dict) and node.get("template") is not None:
         name = node["template"]
-        if name not in NODE_TEMPLATES:
+        if not isinstance(name, str) or name not in NODE_TEMPLATES:
             raise TopologyError(file, problem(
                 "node.template", f"unknown node template; known: {', '.join(sorted(NODE_TEMPLATES))}", name))
         data = {**data, "node": _merge_node(NODE_TEMPLATES[name], node)}

@@ -20,7 +20,7 @@ from etr_sim.config.base import Strict
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 PosFloat = Annotated[float, Field(gt=0.0)]
 NonNeg = Annotated[float, Field(ge=0.0)]
-PosInt = Annotated[int, Field(ge=1)]
+PosInt = Annotated[int, Field(ge=1, le=2**31)]  # no count in a cluster comes near 2^31; bounded so numpy int64 arithmetic cannot overflow
 
 
 class _Link(Strict):

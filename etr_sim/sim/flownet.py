@@ -28,6 +28,8 @@ from typing import NamedTuple
 import numpy as np
 import simpy
 
+from etr_sim import invariants
+
 _EXACT_TOL = 1e-9  # ties between bottleneck levels, and "this flow is finished" (relative)
 
 
@@ -64,6 +66,7 @@ def maxmin_rates(capacity_Bps: np.ndarray, hop_flow: np.ndarray, hop_link: np.nd
         residual -= np.bincount(hl[frozen_hop], minlength=num_links) * level
         keep = ~frozen_hop
         hf, hl = hf[keep], hl[keep]
+    invariants.check_link_capacity(residual, capacity_Bps)  # no link above its capacity, O(L)
     return rate
 
 
@@ -162,6 +165,7 @@ class FlowNetwork:
 
     # -- internals -------------------------------------------------------------------------------
     def _advance(self) -> None:
+        invariants.check_time(self.env.now, self._last_update_s, "flow network")
         elapsed = self.env.now - self._last_update_s
         if elapsed > 0 and len(self._remaining):
             self._remaining -= np.minimum(self._rate * elapsed, self._remaining)

@@ -17,6 +17,7 @@ from typing import NamedTuple, Union
 import numpy as np
 import simpy
 
+from etr_sim import invariants
 from etr_sim.sim.flownet import FlowNetwork
 from etr_sim.traffic.collectives import CollectivePlan
 
@@ -142,13 +143,25 @@ class StepSimulator:
         self.fwd_ready = [[env.event() for _ in range(n_m)] for _ in range(n_s)]
         self.bwd_ready = [[env.event() for _ in range(n_m)] for _ in range(n_s)]
         self.comm_stream = [simpy.Resource(env, 1) for _ in range(n_s)]
+        self.hop_bytes = 0.0  # sum(flow size x hops) of every transfer started (invariants)
+        self._bounds: dict[int, float] = {}  # id(plan) -> analytical lower bound (s); plans outlive the run
 
     # -- op execution -----------------------------------------------------------------------------
     def _collective(self, plan: CollectivePlan):
+        sent = []
         for stage in plan.stages:
             if stage.num_flows:
-                self.rec.flows.append(FlowStats(plan.name, stage.num_flows, float(stage.size_bytes.sum())))
+                sent.append(float(stage.size_bytes.sum()))
+                self.rec.flows.append(FlowStats(plan.name, stage.num_flows, sent[-1]))
+                self.hop_bytes += invariants.flow_hop_bytes(stage)
                 yield self.net.transfer(stage.size_bytes, stage.offsets, stage.links)
+        invariants.check_plan_bytes(plan, sent, "step simulator")
+
+    def _lower_bound_s(self, plan: CollectivePlan) -> float:
+        key = id(plan)
+        if key not in self._bounds:
+            self._bounds[key] = invariants.plan_lower_bound_s(plan, self.net.capacity_Bps)
+        return self._bounds[key]
 
     def _record(self, s, m, d, layer, name, cat, stream, start, secs=None, nbytes=0.0):
         mx = float(secs.max()) if secs is not None and len(secs) else 0.0
@@ -160,6 +173,8 @@ class StepSimulator:
             yield req
             start = self.env.now
             yield from self._collective(op.plan)
+            invariants.check_duration(op.name, start, self.env.now, self._lower_bound_s(op.plan),
+                                      f"stage {s} micro-batch {m} {d} layer {layer}")
             self._record(s, m, d, layer, op.name, op.category, "comm", start, nbytes=op.plan.total_bytes)
 
     def _compute(self, s, m, d, layer, op: Compute):
@@ -231,4 +246,5 @@ class StepSimulator:
         stages = [self.env.process(self._stage(s)) for s in range(self.p.stages)]
         done = self.env.all_of(stages)
         self.env.run(done)
+        invariants.check_network_done(self.net, self.hop_bytes, "step simulator")
         return float(self.env.now)
