@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (file, YAML path and value are printed), 1 in
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -17,12 +18,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from etr_sim.pipeline import run
     from etr_sim.report.progress import Progress
     from etr_sim.report.table import format_table, view_for
-    from etr_sim.report.writer import default_out_dir, write_report
+    from etr_sim.guard import check, parse_bytes
+    from etr_sim.report.writer import Interrupted, default_out_dir, write_report
 
+    limit = parse_bytes(args.max_memory) if args.max_memory else None
     loaded = load_scenario(args.scenario)
     s = loaded.scenario
-    with Progress(enabled=not args.quiet) as progress:
-        result = run(loaded, progress=progress.update)
+    est = check(loaded, limit)  # refuses (exit 2) a run that would not fit, naming the knob to turn
+    if not args.quiet:
+        print(f"estimated peak memory {est.peak_bytes / 1e9:.3g} GB, {est.flows} flows per router step", file=sys.stderr)
+    last = ["starting"]
+
+    def update(done: int, total: int, label: str) -> None:
+        last[0] = f"after {done}/{total} simulations (last: {label})"
+        progress.update(done, total, label)
+
+    try:
+        with Progress(enabled=not args.quiet) as progress:
+            result = run(loaded, progress=update)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(f"while simulating, {last[0]} (no report was written)") from exc
     out = write_report(result, Path(args.out) if args.out else default_out_dir(loaded))
     print(f"{s.name}: {result.topology.num_gpus} GPUs on {loaded.topology.name}, scope {s.step.scope}, "
           f"{s.model.moe_layers} MoE layer(s), seed {s.seed}")
@@ -138,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("scenario", help="scenario YAML file")
     r.add_argument("--out", help="report folder (default reports/<scenario>/<run-id>)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--max-memory", help="refuse to run if the estimated peak memory exceeds this (e.g. 2GB, 512MiB); "
+                                        "the machine's available memory always applies")
     r.set_defaults(func=_cmd_run)
     v = sub.add_parser("validate", help="check scenario or topology files without running them")
     v.add_argument("files", nargs="+")
@@ -175,8 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM cleans up (temporary report folder) like Ctrl-C
     try:
         return args.func(args)
     except InternalError as exc:
@@ -185,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     except EtrSimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: no report was written", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        where = getattr(exc, "where", "")
+        print(f"interrupted {where}" if where else "interrupted: no report was written", file=sys.stderr)
         return 130
 
 

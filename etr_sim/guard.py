@@ -7,7 +7,7 @@ for absurd sizes. Terms, each a documented assumption (bytes):
 
 - ``activations``: one router-input batch of a pipeline stage, [N, d] float32 with N = GPUs of the
   stage x tokens_per_gpu and d = activations.hidden_size, plus ``ACT_WORK_COPIES`` working copies
-  (synthetic generation / captured redraw and the router's normalised copy).
+  (the GrAP / gate router's normalised copy; generation and captured redraw write in place).
 - ``routing``: per router, the [N, E] float32 score tensors alive while routing
   (``SCORE_COPIES``: logits, probabilities, top-k / sort buffers), plus the kept decisions of every
   sampled batch (``DECISION_BYTES_PER_ASSIGNMENT`` per (token, expert) assignment: token, expert,
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from etr_sim.errors import ConfigError, problem
 
-ACT_WORK_COPIES = 3
+ACT_WORK_COPIES = 1
 SCORE_COPIES = 6
 DECISION_BYTES_PER_ASSIGNMENT = 48
 HOPS_PER_FLOW = 5

@@ -1,7 +1,8 @@
 """Write a run folder atomically: tables (CSV + Parquet), plots, traces, report.md and report.html.
 
 The folder is assembled under a temporary name next to its destination and renamed at the end, so
-a failure or interrupt never leaves a half-written report.
+a failure or interrupt never leaves a half-written report. The CLI turns SIGTERM into the same
+KeyboardInterrupt as SIGINT, so both clean up; ``Interrupted`` says where the run stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ from etr_sim import __version__
 from etr_sim.report.plots import write_all
 from etr_sim.report.table import format_table, view_for
 from etr_sim.report.trace import write_trace
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM arrived; ``where`` names the stage (simulating which router, writing which file)."""
+
+    def __init__(self, where: str):
+        super().__init__(where)
+        self.where = where
 
 
 def run_id(resolved: dict) -> str:
@@ -93,19 +102,25 @@ def write_report(result, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    step = "tables"
     try:
         for name in ("summary", "steps", "layers", "ops", "links", "expert_load"):
+            step = f"table {name}"
             frame = getattr(result, name)
             frame.to_csv(tmp / f"{name}.csv", index=False)
             frame.to_parquet(tmp / f"{name}.parquet", index=False)
         (tmp / "scenario.resolved.yaml").write_text(
             yaml.safe_dump(result.loaded.resolved, sort_keys=False), encoding="utf-8"
         )
+        step = "plots"
         plots = write_all(result, tmp)
         for router in result.summary.router:
+            step = f"trace of {router}"
             write_trace(result.ops, router, tmp / f"trace-{_safe(router)}.json")
+        step = "report.md / report.html"
         (tmp / "report.md").write_text(_report_md(result, plots), encoding="utf-8")
         (tmp / "report.html").write_text(_report_html(result, tmp, plots), encoding="utf-8")
+        step = "the final rename"
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             os.replace(out_dir, old)
@@ -113,6 +128,9 @@ def write_report(result, out_dir: Path) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out_dir)
+    except KeyboardInterrupt as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise Interrupted(f"while writing {step} of {out_dir} (the report folder was not created or changed)") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
