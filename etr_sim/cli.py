@@ -27,7 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     est = check(loaded, limit)  # refuses (exit 2) a run that would not fit, naming the knob to turn
     if not args.quiet:
         print(f"estimated peak memory {est.peak_bytes / 1e9:.3g} GB, {est.flows} flows per router step", file=sys.stderr)
-    last = ["starting"]
+    last = ["before the first simulation finished"]
 
     def update(done: int, total: int, label: str) -> None:
         last[0] = f"after {done}/{total} simulations (last: {label})"

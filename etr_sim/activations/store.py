@@ -141,6 +141,37 @@ def _load(file: Path) -> dict[str, torch.Tensor]:
         raise ConfigError(str(file), problem("", f"cannot read safetensors file: {exc}")) from None
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_meta(meta) -> list:
+    """Structure of capture.json (every problem at once), before any shard is read."""
+    if not isinstance(meta, dict):
+        return [problem("", "expected a JSON object at the top level", type(meta).__name__)]
+    out = []
+    if not _is_int(meta.get("hidden_size")) or meta["hidden_size"] < 1:
+        out.append(problem("hidden_size", "must be a positive integer", meta.get("hidden_size")))
+    layers = meta.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(x, dict) and _is_int(x.get("layer")) for x in layers):
+        out.append(problem("layers", "must be a list of {layer: int, ...} entries", layers))
+    shards = meta.get("shards")
+    if not isinstance(shards, list) or not shards:
+        out.append(problem("shards", "must be a non-empty list of {file, tokens} entries", shards))
+    else:
+        for i, sh in enumerate(shards):
+            if not isinstance(sh, dict) or not isinstance(sh.get("file"), str):
+                out.append(problem(f"shards[{i}].file", "must name a safetensors file in the folder", sh))
+            elif not _is_int(sh.get("tokens")) or sh["tokens"] < 0:
+                out.append(problem(f"shards[{i}].tokens", "must be a non-negative integer", sh.get("tokens")))
+    off = meta.get("sequence_offsets")
+    if (not isinstance(off, list) or not off or not all(_is_int(x) for x in off) or off[0] != 0
+            or any(b < a for a, b in zip(off, off[1:]))):
+        out.append(problem("sequence_offsets", "must be a non-decreasing list of integers starting at 0",
+                           off if not isinstance(off, list) or len(off) < 8 else f"{off[:8]}..."))
+    return out
+
+
 def load_capture(folder: str | Path, layers: list[int] | None = None) -> Capture:
     """Read a capture folder (only ``layers`` when given). Problems raise ConfigError naming the file."""
     folder = Path(folder)
@@ -151,7 +182,10 @@ def load_capture(folder: str | Path, layers: list[int] | None = None) -> Capture
         raise ConfigError(str(index_file), problem("", "missing: not a capture folder made by etr-sim capture")) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(str(index_file), problem("", f"cannot read: {exc}")) from None
-    have = [int(x["layer"]) for x in meta.get("layers", [])]
+    meta_problems = _check_meta(meta)
+    if meta_problems:
+        raise ConfigError(str(index_file), meta_problems)
+    have = [int(x["layer"]) for x in meta["layers"]]
     want = have if layers is None else list(layers)
     missing = [x for x in want if x not in have]
     if missing:
@@ -166,6 +200,10 @@ def load_capture(folder: str | Path, layers: list[int] | None = None) -> Capture
                 problems.append(problem(f"shards[{i}]", f"{shard['file']} has no tensor {name!r}", shard["file"]))
                 continue
             t = tensors[name]
+            if not name.startswith("hidden.") and (t.dim() != 1 or t.shape[0] != shard["tokens"]):
+                problems.append(problem(f"shards[{i}].tokens", f"{shard['file']}: {name} has shape {tuple(t.shape)}, "
+                                                                f"expected [{shard['tokens']}]", shard["tokens"]))
+                continue
             if name.startswith("hidden.") and (t.dim() != 2 or t.shape[1] != d or t.shape[0] != shard["tokens"]):
                 problems.append(
                     problem(f"shards[{i}]", f"{name} has shape {tuple(t.shape)}, expected [{shard['tokens']}, {d}]", shard["file"])
@@ -179,10 +217,13 @@ def load_capture(folder: str | Path, layers: list[int] | None = None) -> Capture
         raise ConfigError(str(index_file), problems)
     cat = {k: torch.cat(v) for k, v in parts.items()}
     offsets = np.asarray(meta["sequence_offsets"], dtype=np.int64)
-    if offsets[-1] != cat["token_ids"].shape[0]:
-        raise ConfigError(
-            str(index_file), problem("sequence_offsets", f"ends at {offsets[-1]} but the shards hold {cat['token_ids'].shape[0]} tokens")
-        )
+    total = cat["token_ids"].shape[0]
+    if offsets[-1] != total:
+        problems.append(problem("sequence_offsets", f"ends at {offsets[-1]} but the shards hold {total} tokens"))
+    if meta.get("num_tokens", total) != total:
+        problems.append(problem("num_tokens", f"the shards hold {total} tokens", meta.get("num_tokens")))
+    if problems:
+        raise ConfigError(str(index_file), problems)
     weights: dict[int, torch.Tensor] = {}
     if (folder / ROUTER_FILE).exists():
         w = _load(folder / ROUTER_FILE)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from etr_sim.config.base import deep_merge, problems_from_validation, read_yaml, validate
 from etr_sim.config.scenario import ActivationSpec, Scenario
-from etr_sim.config.topology import NODE_TEMPLATES, TopologySpec
+from etr_sim.config.topology import NODE_TEMPLATES, TopologySpec, check_size
 from etr_sim.errors import ConfigError, Problem, TopologyError, problem
 from pydantic import TypeAdapter, ValidationError
 
@@ -95,6 +95,7 @@ def load_topology(path: str | Path, nodes: int | None = None, overrides: dict | 
     """Read a topology file, apply the cluster size, overrides and node template, and validate."""
     data = resolve_topology_data(read_yaml(path), str(path), nodes, overrides)
     spec = validate(TopologySpec, data, str(path), TopologyError)
+    check_size(spec, str(path))  # cheap: refuses clusters the builder cannot hold before building
     return spec
 
 

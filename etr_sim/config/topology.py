@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from etr_sim.config.base import Strict
+from etr_sim.errors import TopologyError, problem
 
 Fraction = Annotated[float, Field(gt=0.0, le=1.0)]
 PosFloat = Annotated[float, Field(gt=0.0)]
@@ -224,3 +225,27 @@ NODE_TEMPLATES: dict[str, dict] = {
         "nic": {"bandwidth_gbps": 200, "latency_us": 1.0, "efficiency": 0.95, "gpus_per_nic": 2},
     },
 }
+
+
+# Size limits of the builder (a Python graph plus dense per-node route tables). Checked before any
+# allocation so that a typo such as ``nodes: 1000000000`` fails in microseconds instead of exhausting
+# memory. 131072 GPUs is above the largest public training clusters (~100k GPUs) and builds in
+# about 10 s; the intra-node route tables hold nodes x gpus^2 entries (int64, a few tables).
+MAX_GPUS = 131072
+MAX_INTRA_NODE_ROUTE_ENTRIES = 2**24  # nodes x gpus_per_node^2: 128 MiB per table
+
+
+def check_size(spec: TopologySpec, source: str) -> None:
+    """TopologyError naming ``nodes`` / ``node.gpus`` when the cluster exceeds MAX_GPUS or the
+    intra-node route tables would exceed MAX_INTRA_NODE_ROUTE_ENTRIES."""
+    gpus = spec.nodes * spec.node.gpus
+    problems = []
+    if gpus > MAX_GPUS:
+        problems.append(problem("nodes", f"nodes x node.gpus = {gpus} GPUs exceeds the builder's limit of "
+                                         f"{MAX_GPUS} GPUs", spec.nodes))
+    elif gpus * spec.node.gpus > MAX_INTRA_NODE_ROUTE_ENTRIES:  # the node is too wide, not the cluster too big
+        problems.append(problem("node.gpus", f"intra-node route tables of nodes x gpus^2 = {gpus * spec.node.gpus} "
+                                             f"entries exceed the limit of {MAX_INTRA_NODE_ROUTE_ENTRIES}",
+                                spec.node.gpus))
+    if problems:
+        raise TopologyError(source, problems)

@@ -33,6 +33,7 @@ from etr_sim.config.topology import (
     ScaleUpSwitch,
     SingleSwitchFabric,
     TopologySpec,
+    check_size,
 )
 from etr_sim.errors import TopologyError, problem
 from etr_sim.units import GBps_to_Bps, gbps_to_Bps, us_to_s
@@ -267,37 +268,13 @@ def _full(n: int | tuple, fill: int = NONE) -> np.ndarray:
     return np.full(n, fill, dtype=np.int64)
 
 
-# Size limits of the builder (a Python graph plus dense per-node route tables). Checked before any
-# allocation so that a typo such as ``nodes: 1000000000`` fails in microseconds instead of exhausting
-# memory. 131072 GPUs is above the largest public training clusters (~100k GPUs) and builds in
-# about 10 s; the intra-node route tables hold nodes x gpus^2 entries (int64, a few tables).
-MAX_GPUS = 131072
-MAX_INTRA_NODE_ROUTE_ENTRIES = 2**24  # nodes x gpus_per_node^2: 128 MiB per table
-
-
-def check_size(spec: TopologySpec, source: str) -> None:
-    """TopologyError naming ``nodes`` / ``node.gpus`` when the cluster exceeds MAX_GPUS or the
-    intra-node route tables would exceed MAX_INTRA_NODE_ROUTE_ENTRIES."""
-    gpus = spec.nodes * spec.node.gpus
-    problems = []
-    if gpus > MAX_GPUS:
-        problems.append(problem("nodes", f"nodes x node.gpus = {gpus} GPUs exceeds the builder's limit of "
-                                         f"{MAX_GPUS} GPUs", spec.nodes))
-    if gpus * spec.node.gpus > MAX_INTRA_NODE_ROUTE_ENTRIES:
-        problems.append(problem("node.gpus", f"intra-node route tables of nodes x gpus^2 = {gpus * spec.node.gpus} "
-                                             f"entries exceed the limit of {MAX_INTRA_NODE_ROUTE_ENTRIES}",
-                                spec.node.gpus))
-    if problems:
-        raise TopologyError(source, problems)
-
-
 def build_topology(spec: TopologySpec, source: str = "<topology>") -> Topology:
     """Build the graph, link arrays and route tables for ``spec``.
 
     Raises TopologyError (file, YAML path, value) if some GPU cannot reach another, or if the
     cluster is beyond what the builder handles (``check_size``), before allocating anything.
     """
-    check_size(spec, source)
+    check_size(spec, source)  # also run by config.load_topology; specs built in code pass here
     b = _Builder()
     nd, su, fab = spec.node, spec.node.scale_up, spec.fabric
     n_nodes, per = spec.nodes, nd.gpus
