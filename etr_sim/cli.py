@@ -1,11 +1,14 @@
 """Command line: parse, load, call the pipeline, print. No modelling logic lives here.
 
-Exit codes: 0 success, 2 bad input (file, YAML path and value are printed), 1 internal error.
+Exit codes: 0 success, 2 bad input (file, YAML path and value are printed), 1 internal error,
+3 (sweep only) the sweep finished but some points failed (how many is printed; see points.csv),
+130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -50,6 +53,51 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from etr_sim.report.sweep_plots import sweep_plots
+    from etr_sim.sweep import default_out_dir, load_sweep, make_executor, run_sweep, write_tables
+
+    from etr_sim.sweep.run import METRICS
+
+    if args.metric is not None and args.metric not in METRICS:
+        print(f"error: --metric {args.metric!r} is not a summary metric; choose from {', '.join(METRICS)}",
+              file=sys.stderr)
+        return 2
+    sweep = load_sweep(args.sweep)
+    out = Path(args.out) if args.out else default_out_dir(sweep)
+    executor = make_executor(args.workers, args.scheduler, args.dask_local)
+    print(f"{sweep.spec.name}: {len(sweep.points)} points x {len(sweep.router_labels)} routers "
+          f"on {executor.description}; output {out}")
+    try:
+        outcome = run_sweep(sweep, executor, Path(args.cache) if args.cache else out / "points",
+                            progress=not args.no_progress)
+    finally:
+        executor.close()
+    write_tables(sweep, outcome, out)
+    plot = sweep.spec.plot
+    metric = args.metric or plot.metric
+    files = sweep_plots(outcome.table, sweep.axis_columns, metric, out / "plots",
+                        relative_to=plot.relative_to if args.metric is None else None, log_x=plot.log_x,
+                        title=sweep.spec.name)
+    print(f"points: {outcome.ran} run, {outcome.cached} from cache, {outcome.failed} failed, "
+          f"{outcome.invalid} invalid (skipped), {outcome.redone_corrupt} corrupt cache file(s) redone")
+    for _, row in outcome.points[outcome.points.status == "failed"].iterrows():
+        first = str(row.error).splitlines()[0] if row.error else ""
+        print(f"  failed point {row.point}: {first}", file=sys.stderr)
+    print(f"results: {out / 'results.parquet'} (+ .csv); plots: {', '.join(str(f) for f in files) or 'none'}")
+    return 3 if outcome.failed else 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etr-sim", description="MoE all-to-all cluster simulator (ETR vs TCR vs ECR)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -60,6 +108,18 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check scenario or topology files without running them")
     v.add_argument("files", nargs="+")
     v.set_defaults(func=_cmd_validate)
+    w = sub.add_parser("sweep", help="run a grid of scenarios (cached, resumable); exit 3 if some points failed")
+    w.add_argument("sweep", help="sweep YAML file (see sweeps/README.md)")
+    w.add_argument("--out", help="output folder (default reports/sweeps/<sweep name>)")
+    w.add_argument("--cache", help="cache folder (default <out>/points); share one between sweeps to reuse points")
+    where = w.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, default=max(1, min(4, os.cpu_count() or 1)),
+                       help="local worker processes (default min(4, cores)); 1 runs in this process")
+    where.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="send points to this Dask scheduler")
+    where.add_argument("--dask-local", type=_positive_int, metavar="N", help="start a Dask LocalCluster of N worker processes")
+    w.add_argument("--metric", help="metric to plot against each axis (default: the sweep file's plot.metric)")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
+    w.set_defaults(func=_cmd_sweep)
     return p
 
 

@@ -30,10 +30,14 @@ class LoadedScenario:
         return data
 
 
-def topology_search_path(scenario_file: Path | None) -> list[Path]:
+def topology_search_path(scenario_file: Path | None, base_dir: Path | None = None) -> list[Path]:
+    """Folders searched for ``topology.name``: next to the scenario (``base_dir`` defaults to the
+    scenario file's folder), its parent, the working directory, then the bundled library."""
     paths = []
-    if scenario_file is not None:
-        paths += [scenario_file.parent / "topologies", scenario_file.parent.parent / "topologies"]
+    if base_dir is None and scenario_file is not None:
+        base_dir = scenario_file.parent
+    if base_dir is not None:
+        paths += [base_dir / "topologies", base_dir.parent / "topologies"]
     paths += [Path.cwd() / "topologies", REPO_TOPOLOGIES]
     seen, out = set(), []
     for p in paths:
@@ -48,8 +52,8 @@ def library_topologies() -> list[str]:
     return sorted(p.stem for p in REPO_TOPOLOGIES.glob("*.yaml"))
 
 
-def find_topology(name: str, scenario_file: Path | None) -> Path | None:
-    for folder in topology_search_path(scenario_file):
+def find_topology(name: str, scenario_file: Path | None, base_dir: Path | None = None) -> Path | None:
+    for folder in topology_search_path(scenario_file, base_dir):
         candidate = folder / f"{name}.yaml"
         if candidate.is_file():
             return candidate
@@ -103,7 +107,16 @@ def _cross_checks(s: Scenario, topo: TopologySpec) -> list[Problem]:
 def load_scenario(path: str | Path) -> LoadedScenario:
     """Load and fully validate a scenario file (and its topology). Raises ConfigError listing all problems."""
     path = Path(path)
-    data = read_yaml(path)
+    return load_scenario_dict(read_yaml(path), str(path), path.parent)
+
+
+def load_scenario_dict(data: dict, source: str, base_dir: str | Path) -> LoadedScenario:
+    """Validate an in-memory scenario mapping exactly as ``load_scenario`` validates a file.
+
+    source: the name errors carry (a file, or e.g. ``sweeps/x.yaml point 3``).
+    base_dir: the folder relative ``topology.file`` paths and the topology search start from.
+    """
+    base_dir = Path(base_dir)
     problems: list[Problem] = []
     scenario: Scenario | None = None
     try:
@@ -118,12 +131,12 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         if (name is None) == (file is None):
             problems.append(problem("topology", "give exactly one of 'name' (library) or 'file'"))
         elif file is not None:
-            topo_path = (path.parent / str(file)) if not Path(str(file)).is_absolute() else Path(str(file))
+            topo_path = (base_dir / str(file)) if not Path(str(file)).is_absolute() else Path(str(file))
             if not topo_path.is_file():
                 problems.append(problem("topology.file", f"no such file ({topo_path})", file))
                 topo_path = None
         else:
-            topo_path = find_topology(str(name), path)
+            topo_path = find_topology(str(name), None, base_dir)
             if topo_path is None:
                 problems.append(
                     problem("topology.name", f"unknown topology; library has: {', '.join(library_topologies())}", name)
@@ -143,6 +156,6 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     if scenario is not None and topo_spec is not None:
         problems += _cross_checks(scenario, topo_spec)
     if problems:
-        raise ConfigError(str(path), problems)
+        raise ConfigError(source, problems)
     assert scenario is not None and topo_spec is not None and topo_path is not None
-    return LoadedScenario(scenario, topo_spec, str(path), str(topo_path))
+    return LoadedScenario(scenario, topo_spec, source, str(topo_path))
