@@ -48,6 +48,10 @@ def sweep_plots(table: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
             ax.plot(x, g["_y"] * (1e3 if metric.endswith("_s") and not relative_to else 1), marker="o", label=label)
         if log_x and numeric:
             ax.set_xscale("log", base=2)
+        if numeric and ok[axis].nunique() <= 12:
+            ticks = sorted(ok[axis].unique())
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
         ax.set_xlabel(axis)
         ax.set_ylabel(ylabel.replace(metric, f"{metric[:-2]}_ms") if metric.endswith("_s") and not relative_to else ylabel)
         ax.grid(alpha=0.3)

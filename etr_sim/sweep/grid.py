@@ -168,8 +168,6 @@ def expand(spec: SweepSpec, sweep_file: str | Path) -> Sweep:
                     f"axes[{i}].path", problem(f"axes[{i}].path", f"does not exist in the base scenario: {exc}", axis.path)
                 )
                 ok = False
-        if not ok:
-            continue
         label = ", ".join(f"{k}={v}" for k, v in values.items())
         try:
             loaded = load_scenario_dict(data, f"{src} point {index} ({label})", base_dir)
@@ -199,7 +197,8 @@ def expand(spec: SweepSpec, sweep_file: str | Path) -> Sweep:
                     other.setdefault((p.path, p.message, repr(p.value)), (p, []))[1].append(index)
             points.append(Point(index, values, f"invalid-{index}", None, "; ".join(reasons)))
             continue
-        points.append(Point(index, values, point_key(loaded), loaded))
+        if ok:  # (a point with a missing path is reported above and never runs)
+            points.append(Point(index, values, point_key(loaded), loaded))
 
     problems += list(missing_paths.values())
     if spec.invalid_points == "error" or missing_paths:
