@@ -18,15 +18,18 @@ from etr_sim.errors import EtrSimError, InternalError
 def _cmd_run(args: argparse.Namespace) -> int:
     from etr_sim.config import load_scenario
     from etr_sim.pipeline import run
-    from etr_sim.report.table import format_table
+    from etr_sim.report.progress import Progress
+    from etr_sim.report.table import format_table, view_for
     from etr_sim.report.writer import default_out_dir, write_report
 
     loaded = load_scenario(args.scenario)
-    result = run(loaded)
-    out = write_report(result, Path(args.out) if args.out else default_out_dir(result))
-    print(f"{loaded.scenario.name}: {result.topology.num_gpus} GPUs on {loaded.topology.name}, "
-          f"{loaded.scenario.model.moe_layers} MoE layer(s), seed {loaded.scenario.seed}")
-    print(format_table(result.summary))
+    s = loaded.scenario
+    with Progress(enabled=not args.quiet) as progress:
+        result = run(loaded, progress=progress.update)
+    out = write_report(result, Path(args.out) if args.out else default_out_dir(loaded))
+    print(f"{s.name}: {result.topology.num_gpus} GPUs on {loaded.topology.name}, scope {s.step.scope}, "
+          f"{s.model.moe_layers} MoE layer(s), seed {s.seed}")
+    print(format_table(result.summary, view_for(s.step.scope)))
     print(f"report: {out}")
     return 0
 
@@ -57,12 +60,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from etr_sim.report.sweep_plots import sweep_plots
     from etr_sim.sweep import default_out_dir, load_sweep, make_executor, run_sweep, write_tables
 
-    from etr_sim.sweep.run import METRICS
-
-    if args.metric is not None and args.metric not in METRICS:
-        print(f"error: --metric {args.metric!r} is not a summary metric; choose from {', '.join(METRICS)}",
-              file=sys.stderr)
-        return 2
     sweep = load_sweep(args.sweep)
     out = Path(args.out) if args.out else default_out_dir(sweep)
     executor = make_executor(args.workers, args.scheduler, args.dask_local)
@@ -76,6 +73,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     write_tables(sweep, outcome, out)
     plot = sweep.spec.plot
     metric = args.metric or plot.metric
+    metrics = [c for c in outcome.table.columns if c not in ("point", "router", "status", "error", "key",
+                                                              *sweep.axis_columns)]
+    if metrics and metric not in metrics:
+        where = "--metric" if args.metric else f"{sweep.source}: plot.metric"
+        print(f"error: {where}: not a metric of the results (got {metric!r}); choose from {', '.join(metrics)}",
+              file=sys.stderr)
+        return 2
     files = sweep_plots(outcome.table, sweep.axis_columns, metric, out / "plots",
                         relative_to=plot.relative_to if args.metric is None else None, log_x=plot.log_x,
                         title=sweep.spec.name)
@@ -98,12 +102,34 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from etr_sim.report.compare import load_runs
+    from etr_sim.report.table import STEP_VIEW, format_table
+
+    table = load_runs(args.runs)
+    print(format_table(table, STEP_VIEW if "mfu" in table and table.mfu.notna().any() else None))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from etr_sim.config import Scenario, TopologySpec
+
+    model = {"scenario": Scenario, "topology": TopologySpec}[args.kind]
+    print(json.dumps(model.model_json_schema(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="etr-sim", description="MoE all-to-all cluster simulator (ETR vs TCR vs ECR)")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a scenario and write its report")
     r.add_argument("scenario", help="scenario YAML file")
     r.add_argument("--out", help="report folder (default reports/<scenario>/<run-id>)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_cmd_run)
     v = sub.add_parser("validate", help="check scenario or topology files without running them")
     v.add_argument("files", nargs="+")
@@ -120,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--metric", help="metric to plot against each axis (default: the sweep file's plot.metric)")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
     w.set_defaults(func=_cmd_sweep)
+    c = sub.add_parser("compare", help="put several run folders side by side")
+    c.add_argument("runs", nargs="+", help="run folders (reports/<scenario>/<run-id>)")
+    c.add_argument("--csv", help="also write the combined table here")
+    c.set_defaults(func=_cmd_compare)
+    sc = sub.add_parser("schema", help="print the JSON Schema of scenario or topology files")
+    sc.add_argument("kind", choices=["scenario", "topology"])
+    sc.set_defaults(func=_cmd_schema)
     return p
 
 

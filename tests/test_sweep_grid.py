@@ -114,16 +114,16 @@ def test_bad_values_and_shape_reported_together(tmp_path):
 
     f = write_sweep(tmp_path / "shape", [{"path": "seed", "values": [0, 1]}, {"path": "a..b", "values": [1]},
                                          {"path": "parallelism.seq_len", "name": "seed", "values": [8]}],
-                    combine="zip", plot={"metric": "nope"})
+                    combine="zip")
     with pytest.raises(ConfigError) as err:
         load_sweep(f)
     probs = _problems(err.value)
     assert {"axes[1].path", "axes[1].values", "axes[2].name", "axes[2].values"} <= set(probs)
 
-    f = write_sweep(tmp_path / "metric", [{"path": "seed", "values": [0]}], plot={"metric": "nope"})
+    f = write_sweep(tmp_path / "rel", [{"path": "seed", "values": [0]}], plot={"relative_to": "tcr"})
     with pytest.raises(ConfigError) as err:
         load_sweep(f)
-    assert _problems(err.value)["plot.metric"].value == "nope"
+    assert _problems(err.value)["plot.relative_to"].value == "tcr"
 
 
 def test_problem_not_from_an_axis_names_the_points(tmp_path):

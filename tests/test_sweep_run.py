@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from sweep_helpers import Interrupt, broken_runner, interrupting_runner, write_sweep
@@ -28,8 +29,9 @@ def test_table_is_tidy_and_physical(nic_sweep, tmp_path):
     # Traffic does not depend on the NIC; inter-node transfer time does, and falls as the NIC speeds up.
     for _, g in t.groupby("router"):
         assert g.inter_node_bytes.nunique() == 1
-        assert g.sort_values("nic_gbps").dispatch_s.is_monotonic_decreasing
-        assert g.dispatch_s.iloc[0] > g.dispatch_s.iloc[-1]
+        d = g.sort_values("nic_gbps").dispatch_s.to_numpy()
+        assert (np.diff(d) <= 1e-9 * d[:-1]).all()  # never slower with a faster NIC (float noise aside)
+        assert d[0] > d[-1] * 1.01
 
 
 def test_rerun_uses_cache_and_gives_same_table(nic_sweep, tmp_path):

@@ -22,22 +22,27 @@ class LoadedScenario:
     topology: TopologySpec
     source: str
     topology_source: str
+    variants: tuple["LoadedScenario", ...] = ()
 
     @property
     def resolved(self) -> dict:
         data = self.scenario.model_dump(mode="json")
         data["topology"] = {"resolved_from": self.topology_source, **self.topology.model_dump(mode="json")}
+        if self.variants:
+            data["variants"] = [{"name": v.scenario.name, **v.resolved} for v in self.variants]
         return data
 
+    def runs(self) -> list[tuple[str, "LoadedScenario"]]:
+        """(label prefix, scenario) to simulate: the variants when there are any, else this scenario."""
+        if not self.variants:
+            return [("", self)]
+        return [(v.scenario.name.rsplit(".", 1)[-1] + "/", v) for v in self.variants]
 
-def topology_search_path(scenario_file: Path | None, base_dir: Path | None = None) -> list[Path]:
-    """Folders searched for ``topology.name``: next to the scenario (``base_dir`` defaults to the
-    scenario file's folder), its parent, the working directory, then the bundled library."""
+
+def topology_search_path(scenario_file: Path | None) -> list[Path]:
     paths = []
-    if base_dir is None and scenario_file is not None:
-        base_dir = scenario_file.parent
-    if base_dir is not None:
-        paths += [base_dir / "topologies", base_dir.parent / "topologies"]
+    if scenario_file is not None:
+        paths += [scenario_file.parent / "topologies", scenario_file.parent.parent / "topologies"]
     paths += [Path.cwd() / "topologies", REPO_TOPOLOGIES]
     seen, out = set(), []
     for p in paths:
@@ -52,8 +57,8 @@ def library_topologies() -> list[str]:
     return sorted(p.stem for p in REPO_TOPOLOGIES.glob("*.yaml"))
 
 
-def find_topology(name: str, scenario_file: Path | None, base_dir: Path | None = None) -> Path | None:
-    for folder in topology_search_path(scenario_file, base_dir):
+def find_topology(name: str, scenario_file: Path | None) -> Path | None:
+    for folder in topology_search_path(scenario_file):
         candidate = folder / f"{name}.yaml"
         if candidate.is_file():
             return candidate
@@ -77,8 +82,26 @@ def _cross_checks(s: Scenario, topo: TopologySpec) -> list[Problem]:
     gpus = topo.nodes * topo.node.gpus
     if m.num_experts % par.ep:
         out.append(problem("parallelism.ep", f"model.num_experts={m.num_experts} is not divisible by ep", par.ep))
-    if gpus % par.ep:
-        out.append(problem("parallelism.ep", f"the topology has {gpus} GPUs, not a multiple of ep", par.ep))
+    par_tp_pp = par.tp * par.pp
+    if gpus % par_tp_pp:
+        out.append(problem("parallelism.tp", f"tp*pp={par_tp_pp} does not divide the topology's {gpus} GPUs", par.tp))
+    else:
+        dp = par.dp or gpus // par_tp_pp
+        if par.dp is not None and par.tp * par.pp * par.dp != gpus:
+            out.append(problem("parallelism.dp", f"tp*pp*dp must equal the topology's {gpus} GPUs", par.dp))
+        if dp % par.ep:
+            out.append(problem("parallelism.ep", f"ep must divide the data-parallel size {dp}", par.ep))
+        if par.global_batch is not None and par.global_batch % (par.micro_batch_size * dp):
+            out.append(problem("parallelism.global_batch",
+                               f"not a multiple of micro_batch_size*dp={par.micro_batch_size * dp}", par.global_batch))
+    if m.layers % par.pp:
+        out.append(problem("parallelism.pp", f"does not divide the model's {m.layers} layers", par.pp))
+    if m.moe_layers > m.layers:
+        out.append(problem("model.moe_layers", f"more than model.num_layers={m.layers}", m.moe_layers))
+    if par.sequence_parallel and par.seq_len * par.micro_batch_size % par.tp:
+        out.append(problem("parallelism.seq_len", f"sequence parallelism needs tokens divisible by tp={par.tp}", par.seq_len))
+    if m.num_attention_heads % m.num_kv_heads:
+        out.append(problem("model.num_kv_heads", f"must divide num_attention_heads={m.num_attention_heads}", m.num_kv_heads))
     if m.top_k > m.num_experts:
         out.append(problem("model.top_k", f"larger than model.num_experts={m.num_experts}", m.top_k))
     labels: set[str] = set()
@@ -104,19 +127,8 @@ def _cross_checks(s: Scenario, topo: TopologySpec) -> list[Problem]:
     return out
 
 
-def load_scenario(path: str | Path) -> LoadedScenario:
-    """Load and fully validate a scenario file (and its topology). Raises ConfigError listing all problems."""
-    path = Path(path)
-    return load_scenario_dict(read_yaml(path), str(path), path.parent)
-
-
-def load_scenario_dict(data: dict, source: str, base_dir: str | Path) -> LoadedScenario:
-    """Validate an in-memory scenario mapping exactly as ``load_scenario`` validates a file.
-
-    source: the name errors carry (a file, or e.g. ``sweeps/x.yaml point 3``).
-    base_dir: the folder relative ``topology.file`` paths and the topology search start from.
-    """
-    base_dir = Path(base_dir)
+def _load_dict(data: dict, path: Path) -> tuple[LoadedScenario | None, list[Problem]]:
+    """Validate one scenario mapping; ``path`` names it in errors and anchors relative files."""
     problems: list[Problem] = []
     scenario: Scenario | None = None
     try:
@@ -131,12 +143,12 @@ def load_scenario_dict(data: dict, source: str, base_dir: str | Path) -> LoadedS
         if (name is None) == (file is None):
             problems.append(problem("topology", "give exactly one of 'name' (library) or 'file'"))
         elif file is not None:
-            topo_path = (base_dir / str(file)) if not Path(str(file)).is_absolute() else Path(str(file))
+            topo_path = (path.parent / str(file)) if not Path(str(file)).is_absolute() else Path(str(file))
             if not topo_path.is_file():
                 problems.append(problem("topology.file", f"no such file ({topo_path})", file))
                 topo_path = None
         else:
-            topo_path = find_topology(str(name), None, base_dir)
+            topo_path = find_topology(str(name), path)
             if topo_path is None:
                 problems.append(
                     problem("topology.name", f"unknown topology; library has: {', '.join(library_topologies())}", name)
@@ -155,7 +167,42 @@ def load_scenario_dict(data: dict, source: str, base_dir: str | Path) -> LoadedS
                     problems.append(Problem(f"topology ({exc.file}) {p.path}", p.message, p.value, p.has_value))
     if scenario is not None and topo_spec is not None:
         problems += _cross_checks(scenario, topo_spec)
+    if problems or scenario is None or topo_spec is None or topo_path is None:
+        return None, problems
+    return LoadedScenario(scenario, topo_spec, str(path), str(topo_path)), []
+
+
+def load_scenario_dict(data: dict, source: str | Path, base_dir: Path | None = None) -> LoadedScenario:
+    """Validate an in-memory scenario (a sweep point, a variant). ``source`` names it in errors;
+    relative topology files resolve from ``base_dir`` (default: the folder of ``source``).
+
+    Each entry of ``variants`` (a name and overrides deep-merged into the scenario) is validated
+    too and returned in ``LoadedScenario.variants``; its problems are reported under
+    ``variants[i].overrides``.
+    """
+    source = Path(source)
+    anchor = (base_dir / source.name) if base_dir is not None else source
+    base = {k: v for k, v in data.items() if k != "variants"}
+    loaded, problems = _load_dict(data, anchor)
+    variants: list[LoadedScenario] = []
+    raw_variants = data.get("variants") or []
+    if loaded is not None and isinstance(raw_variants, list):
+        for i, v in enumerate(loaded.scenario.variants):
+            over = raw_variants[i].get("overrides", {}) if isinstance(raw_variants[i], dict) else {}
+            merged = deep_merge(base, over)
+            merged["name"] = f"{base.get('name')}.{v.name}"
+            sub, sub_problems = _load_dict(merged, anchor)
+            for p in sub_problems:
+                problems.append(Problem(f"variants[{i}].overrides (merged) {p.path}", p.message, p.value, p.has_value))
+            if sub is not None:
+                variants.append(sub)
     if problems:
-        raise ConfigError(source, problems)
-    assert scenario is not None and topo_spec is not None and topo_path is not None
-    return LoadedScenario(scenario, topo_spec, source, str(topo_path))
+        raise ConfigError(str(source), problems)
+    assert loaded is not None
+    return LoadedScenario(loaded.scenario, loaded.topology, str(source), loaded.topology_source, tuple(variants))
+
+
+def load_scenario(path: str | Path) -> LoadedScenario:
+    """Load and fully validate a scenario file (and its topology). Raises ConfigError listing all problems."""
+    path = Path(path)
+    return load_scenario_dict(read_yaml(path), path)

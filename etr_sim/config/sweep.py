@@ -10,7 +10,7 @@ A sweep file (``sweeps/NAME.yaml``)::
       - path: topology.overrides.node.nic.bandwidth_gbps
         name: nic_gbps                       # column name in the results (default: last path key)
         values: [100, 200, 400, 800]
-    plot: {metric: layer_s, relative_to: null}
+    plot: {metric: step_s, relative_to: null}
 
 Only the shape of the file is checked here; whether each path exists in the base scenario and each
 point is a valid scenario is checked by ``etr_sim.sweep.grid.expand`` with the normal loader.
@@ -68,7 +68,8 @@ class PlotSpec(Strict):
     one line per router. With ``relative_to`` a router label, plot that router's metric divided by
     each router's (a speedup over the baseline; > 1 is faster than the baseline for time metrics)."""
 
-    metric: str = "layer_s"
+    metric: str = Field("step_s", description="a column of the run summary (etr-sim run's summary.csv), "
+                        "checked once results exist")
     relative_to: str | None = None
     log_x: bool = False
 

@@ -1,5 +1,5 @@
 """Records -> DataFrames and summary numbers. No simpy processes, no plotting."""
 
-from etr_sim.metrics.summary import SUMMARY_COLUMNS, layer_frame, phase_frame, summary_frame
+from etr_sim.metrics.step import step_metrics
 
-__all__ = ["SUMMARY_COLUMNS", "layer_frame", "phase_frame", "summary_frame"]
+__all__ = ["step_metrics"]

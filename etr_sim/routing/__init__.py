@@ -1,19 +1,23 @@
 """Routers (token choice, expert choice, ETR, ...) from token batches to RoutingDecisions.
 
-torch stops here: a RoutingDecision holds numpy arrays only.
+torch stops here: a RoutingDecision holds numpy arrays only, and importing it does not import
+torch (the routers load on first use of ``ROUTERS``/``make_router``), so traffic/ and sim/ run
+without torch.
 """
 
 from __future__ import annotations
 
 from etr_sim.routing.decision import RoutingDecision
-from etr_sim.routing.routers import Etr, ExpertChoice, Router, TokenChoice
 
-# One entry per YAML ``routers[].kind``.
-ROUTERS: dict[str, type[Router]] = {cls.kind: cls for cls in (TokenChoice, ExpertChoice, Etr)}
+_LAZY = {"ROUTERS", "Router", "make_router"}
 
 
-def make_router(spec, model, ep: int, hidden_size: int, seed: int) -> Router:
-    return ROUTERS[spec.kind](spec, model, ep, hidden_size, seed)
+def __getattr__(name: str):
+    if name in _LAZY:
+        from etr_sim.routing import registry, routers
+
+        return getattr(registry, name, None) or getattr(routers, name)
+    raise AttributeError(name)
 
 
 __all__ = ["ROUTERS", "Router", "RoutingDecision", "make_router"]

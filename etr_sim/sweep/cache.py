@@ -59,7 +59,7 @@ class ResultCache:
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.folder)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh, sort_keys=True)
+                json.dump(doc, fh)  # key order kept: it is the column order of the table
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path(key))

@@ -22,7 +22,6 @@ from etr_sim.config.base import read_yaml
 from etr_sim.config.load import LoadedScenario, load_scenario_dict
 from etr_sim.config.sweep import SweepSpec, parse_path, read_sweep
 from etr_sim.errors import ConfigError, Problem, problem
-from etr_sim.metrics.summary import SUMMARY_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -59,8 +58,13 @@ class Sweep:
     def router_labels(self) -> list[str]:
         for p in self.points:
             if p.loaded is not None:
-                return [r.label for r in p.loaded.scenario.routers]
+                return router_labels(p.loaded)
         return []
+
+
+def router_labels(loaded: LoadedScenario) -> list[str]:
+    """Router labels as the run summary names them (``variant/router`` when the scenario has variants)."""
+    return [prefix + r.label for prefix, sc in loaded.runs() for r in sc.scenario.routers]
 
 
 class PathMissing(Exception):
@@ -134,9 +138,6 @@ def expand(spec: SweepSpec, sweep_file: str | Path) -> Sweep:
     src = str(sweep_file)
     base, base_dir, base_name = _load_base(spec, sweep_file)
     problems: list[Problem] = []
-    if spec.plot.metric not in SUMMARY_COLUMNS[1:]:
-        problems.append(problem("plot.metric", f"not a summary metric; choose from {', '.join(SUMMARY_COLUMNS[1:])}",
-                                spec.plot.metric))
 
     # Where each changed path lives in the sweep file, for error messages.
     changes: list[tuple[str, str, list[str | int]]] = []  # (scenario path, sweep-file path, parts)
@@ -201,6 +202,11 @@ def expand(spec: SweepSpec, sweep_file: str | Path) -> Sweep:
             points.append(Point(index, values, point_key(loaded), loaded))
 
     problems += list(missing_paths.values())
+    baseline = spec.plot.relative_to
+    valid = [p for p in points if p.loaded is not None]
+    if baseline is not None and valid and baseline not in router_labels(valid[0].loaded):
+        problems.append(problem("plot.relative_to", f"not a router of the scenario; routers: "
+                                f"{', '.join(router_labels(valid[0].loaded))}", baseline))
     if spec.invalid_points == "error" or missing_paths:
         problems += list(value_problems.values())
         for p, where in other.values():

@@ -22,12 +22,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from etr_sim.metrics.summary import SUMMARY_COLUMNS
 from etr_sim.sweep.cache import ResultCache
 from etr_sim.sweep.execute import Runner, run_scenario
 from etr_sim.sweep.grid import Sweep
-
-METRICS = SUMMARY_COLUMNS[1:]
 
 
 @dataclass(frozen=True)
@@ -53,9 +50,20 @@ def _column(values: list) -> list:
     return [json.dumps(v, sort_keys=True) for v in values]
 
 
+def metric_columns(payloads: dict[int, dict]) -> list[str]:
+    """The summary's columns (all but ``router``), in the order the pipeline writes them."""
+    out: dict[str, None] = {}
+    for index in sorted(payloads):
+        for row in payloads[index]["rows"]:
+            out.update((k, None) for k in row if k != "router")
+    return list(out)
+
+
 def results_table(sweep: Sweep, payloads: dict[int, dict]) -> pd.DataFrame:
-    """[points x routers] tidy table, in point order then the scenario's router order."""
+    """[points x routers] tidy table, in point order then the scenario's router order. The metric
+    columns are whatever the pipeline's summary holds (one per summary column)."""
     cols = sweep.axis_columns
+    metrics = metric_columns(payloads)
     recs: list[dict] = []
     for p in sweep.points:
         pay = payloads.get(p.index)
@@ -69,13 +77,14 @@ def results_table(sweep: Sweep, payloads: dict[int, dict]) -> pd.DataFrame:
         else:
             for row in pay["rows"]:
                 recs.append({**base, **row, "status": "ok", "error": None, "key": p.key})
-    table = pd.DataFrame(recs, columns=["point", *cols, "router", *METRICS, "status", "error", "key"])
+    table = pd.DataFrame(recs, columns=["point", *cols, "router", *metrics, "status", "error", "key"])
     for c in cols:
         table[c] = _column(table[c].tolist())
     table["router"] = table["router"].astype("string")
     table["error"] = table["error"].astype("string")
-    for m in METRICS:
-        table[m] = table[m].astype("float64")
+    for m in metrics:
+        if pd.api.types.is_numeric_dtype(table[m]):
+            table[m] = table[m].astype("float64")
     return table
 
 

@@ -54,7 +54,8 @@ def direct(matrix: TrafficMatrix, topo: Topology) -> CollectivePlan:
     b = matrix.bytes.copy()
     np.fill_diagonal(b, 0.0)
     src, dst = np.nonzero(b > 0)
-    return CollectivePlan(matrix.phase, (flowset(topo, src, dst, b[src, dst]),))
+    size = b[src, dst]
+    return CollectivePlan(matrix.phase, (flowset(topo, matrix.global_ids(src), matrix.global_ids(dst), size),))
 
 
 # One entry per YAML ``collective.algorithm``.

@@ -14,12 +14,17 @@ from etr_sim.traffic.placement import Placement
 class TrafficMatrix:
     """bytes[src, dst]: bytes GPU src sends GPU dst in one phase; rows[src, dst]: token rows in it.
 
-    The diagonal is local (no link crossed) and is kept for accounting only.
+    The diagonal is local (no link crossed) and is kept for accounting only. Indices are
+    stage-local; ``gpus[i]`` is the global GPU id of index i (identity when None).
     """
 
     phase: str
     bytes: np.ndarray  # [G, G] float64
     rows: np.ndarray  # [G, G] int64
+    gpus: np.ndarray | None = None  # [G] global GPU ids
+
+    def global_ids(self, local: np.ndarray) -> np.ndarray:
+        return local if self.gpus is None else self.gpus[local]
 
     @property
     def total_bytes(self) -> float:
@@ -33,7 +38,7 @@ class TrafficMatrix:
 
     def transposed(self, phase: str, scale: float) -> "TrafficMatrix":
         """The reverse exchange (combine returns the rows dispatch sent), bytes scaled by ``scale``."""
-        return TrafficMatrix(phase, self.bytes.T * scale, self.rows.T.copy())
+        return TrafficMatrix(phase, self.bytes.T * scale, self.rows.T.copy(), self.gpus)
 
 
 def dispatch_traffic(
@@ -42,6 +47,7 @@ def dispatch_traffic(
     placement: Placement,
     row_bytes: float,
     dedup: str,
+    gpus: np.ndarray | None = None,
 ) -> TrafficMatrix:
     """Dispatch all-to-all bytes.
 
@@ -55,14 +61,14 @@ def dispatch_traffic(
         per_dst = placement.experts_per_gpu() * decision.capacity  # [G] rows into each GPU
         same_group = (np.arange(g)[:, None] // placement.ep) == (np.arange(g)[None, :] // placement.ep)
         rows = np.where(same_group, per_dst[None, :], 0).astype(np.int64)
-        return TrafficMatrix("dispatch", rows * row_bytes, rows)
+        return TrafficMatrix("dispatch", rows * row_bytes, rows, gpus)
     src = src_gpu[decision.token]  # [A]
     dst = placement.gpu_of(src, decision.expert)  # [A]
     if dedup == "gpu":
         pair = np.unique(decision.token * g + dst)
         src, dst = src_gpu[pair // g], pair % g
     rows = np.bincount(src * g + dst, minlength=g * g).reshape(g, g).astype(np.int64)
-    return TrafficMatrix("dispatch", rows * row_bytes, rows)
+    return TrafficMatrix("dispatch", rows * row_bytes, rows, gpus)
 
 
 def expert_rows(decision: RoutingDecision, src_gpu: np.ndarray, placement: Placement) -> np.ndarray:
