@@ -65,9 +65,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     executor = make_executor(args.workers, args.scheduler, args.dask_local)
     print(f"{sweep.spec.name}: {len(sweep.points)} points x {len(sweep.router_labels)} routers "
           f"on {executor.description}; output {out}")
+    cache = Path(args.cache) if args.cache else out / "points"
     try:
-        outcome = run_sweep(sweep, executor, Path(args.cache) if args.cache else out / "points",
-                            progress=not args.no_progress)
+        outcome = run_sweep(sweep, executor, cache, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished points are cached in {cache}; run the same command again to resume",
+              file=sys.stderr)
+        return 130
     finally:
         executor.close()
     write_tables(sweep, outcome, out)

@@ -150,3 +150,27 @@ def test_missing_base_scenario(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_sweep(f)
     assert _problems(err.value)["scenario"].value == "nope.yaml"
+
+
+def test_loading_a_sweep_imports_no_heavy_modules(tmp_path):
+    """The submitting process needs neither torch, matplotlib nor Dask to expand a sweep."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    f = write_sweep(tmp_path, [{"path": "seed", "values": [0, 1]}])
+    code = (f"import sys, etr_sim.sweep, etr_sim.cli; s = etr_sim.sweep.load_sweep({str(f)!r}); "
+            "assert len(s.points) == 2; heavy = {'torch', 'matplotlib', 'dask', 'distributed'} & set(sys.modules); "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_bad_value_in_set_and_in_a_mapping_value(tmp_path):
+    f = write_sweep(tmp_path, [{"path": "routers[1]", "name": "etr", "values": [{"kind": "etr", "bogus": 1}]}],
+                    set={"parallelism.seq_len": 0})
+    with pytest.raises(ConfigError) as err:
+        load_sweep(f)
+    probs = _problems(err.value)
+    assert probs["set['parallelism.seq_len']"].value == 0
+    # The axis path exists; the mapping it sets holds an unknown key: a bad value, not a missing path.
+    assert "axes[0].values[0]" in probs and "routers[1].bogus" in probs["axes[0].values[0]"].message

@@ -176,7 +176,9 @@ def expand(spec: SweepSpec, sweep_file: str | Path) -> Sweep:
             reasons = []
             for p in exc.problems:
                 reasons.append(p.render())
-                owner = [c for c in changes if _under(p.path, c[0]) or _under(c[0], p.path)]
+                # An unknown key ON a changed path means the path does not exist; an unknown key
+                # below it (inside a mapping an axis sets) is a bad value, handled next.
+                owner = [c for c in changes if _under(c[0], p.path)]
                 if owner and p.message == "unknown key":
                     scen_path, where, _ = owner[-1]
                     missing_paths.setdefault(
@@ -194,6 +196,10 @@ def expand(spec: SweepSpec, sweep_file: str | Path) -> Sweep:
                         problem(f"axes[{i}].values[{j}]", f"{p.path}: {p.message} (e.g. at point {index}: {label})",
                                 spec.axes[i].values[j]),
                     )
+                elif set_owner := [k for k in spec.set if _under(p.path, k)]:
+                    key = set_owner[-1]
+                    value_problems.setdefault(
+                        (key, p.message), problem(f"set[{key!r}]", f"{p.path}: {p.message}", spec.set[key]))
                 else:
                     other.setdefault((p.path, p.message, repr(p.value)), (p, []))[1].append(index)
             points.append(Point(index, values, f"invalid-{index}", None, "; ".join(reasons)))
