@@ -181,3 +181,14 @@ def test_sigkill_midway_then_resume(tmp_path):
     assert 2 <= done < len(values)
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert f"{len(values) - done} run, {done} from cache, 0 failed" in res.stdout
+
+
+def test_unreachable_scheduler_is_bad_input():
+    """A ConfigError, which the CLI turns into exit code 2 with the message."""
+    pytest.importorskip("distributed")
+    from etr_sim.errors import ConfigError
+    from etr_sim.sweep import DaskExecutor
+
+    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler") as err:
+        DaskExecutor(scheduler="tcp://127.0.0.1:9", connect_timeout_s=1)
+    assert err.value.file == "--scheduler" and err.value.problems[0].value == "tcp://127.0.0.1:9"

@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from etr_sim.config.load import LoadedScenario
+from etr_sim.errors import ConfigError, problem
 from etr_sim.sweep.grid import Point
 
 Runner = Callable[[LoadedScenario], list[dict]]
@@ -115,12 +116,16 @@ class DaskExecutor:
     The workers must be able to import this etr-sim (same version: the cache key includes it).
     """
 
-    def __init__(self, scheduler: str | None = None, local_workers: int | None = None, torch_threads: int | None = None):
+    def __init__(self, scheduler: str | None = None, local_workers: int | None = None, torch_threads: int | None = None,
+                 connect_timeout_s: float = 10.0):
         from dask.distributed import Client, LocalCluster
 
         self._cluster = None
         if scheduler is not None:
-            self._client = Client(scheduler)
+            try:
+                self._client = Client(scheduler, timeout=connect_timeout_s)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise ConfigError("--scheduler", problem("", f"cannot reach the Dask scheduler: {exc}", scheduler)) from None
             self.description = f"Dask cluster at {scheduler}"
             self.torch_threads = torch_threads
         else:
