@@ -8,6 +8,7 @@ By default only the first training stage is simulated (one step per router), as 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import resource
 import sys
@@ -22,10 +23,8 @@ from etr_sim.pipeline import run  # noqa: E402
 
 
 def first_stage_only(loaded: LoadedScenario) -> LoadedScenario:
-    s = loaded.scenario
-    training = s.training.model_copy(update={"stages": s.training.stages[:1]})
-    return LoadedScenario(s.model_copy(update={"training": training}), loaded.topology, loaded.source,
-                          loaded.topology_source, loaded.variants)
+    return replace(loaded, training_stages=loaded.training_stages[:1],
+                   variants=tuple(first_stage_only(v) for v in loaded.variants))
 
 
 def main() -> None:

@@ -106,6 +106,55 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _cmd_topo_show(args: argparse.Namespace) -> int:
+    from etr_sim.config import load_topology
+    from etr_sim.config.load import find_topology
+    from etr_sim.errors import ConfigError, problem
+    from etr_sim.topology import build_topology
+    from etr_sim.topology.describe import describe
+
+    path = Path(args.topology)
+    if not path.is_file():
+        found = find_topology(args.topology, None)
+        if found is None:
+            from etr_sim.config.load import library_topologies
+
+            raise ConfigError(args.topology, problem("", f"no such file or library topology; library has: "
+                                                         f"{', '.join(library_topologies())}", args.topology))
+        path = found
+    topo = build_topology(load_topology(path, args.nodes), str(path))
+    d = describe(topo)
+    print(f"{d['name']} ({path}): {d['gpus']} GPUs = {d['nodes']} nodes x {d['gpus_per_node']}, "
+          f"scale-up {d['scale_up']}, fabric {d['fabric']}, {d['links']} directed links")
+    print(f"  per GPU scale-up : {d['per_gpu_scale_up_Bps'] / 1e9:8.1f} GB/s raw, "
+          f"{d['per_gpu_scale_up_effective_Bps'] / 1e9:8.1f} GB/s effective")
+    print(f"  per GPU scale-out: {d['per_gpu_scale_out_Bps'] / 1e9:8.1f} GB/s raw, "
+          f"{d['per_gpu_scale_out_effective_Bps'] / 1e9:8.1f} GB/s effective")
+    print(f"  bisection        : {d['bisection_Bps'] / 1e9:8.1f} GB/s effective")
+    print("  links by class:")
+    for cls, c in d["link_classes"].items():
+        bw = ", ".join(f"{b / 1e9:g}" for b in c["raw_Bps"])
+        print(f"    {cls:12s} {c['links']:7d} links  {bw} GB/s raw")
+    if args.png:
+        from etr_sim.report.topology_plot import draw_topology
+
+        draw_topology(topo, Path(args.png))
+        print(f"  drawing: {args.png}")
+    return 0
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from etr_sim.activations.capture import capture_model_dir
+
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    out = capture_model_dir(
+        args.model_dir, args.text, args.out, layers=layers, max_tokens=args.max_tokens, seq_len=args.seq_len,
+        batch_size=args.batch_size, store_dtype=args.dtype, overwrite=args.overwrite,
+    )
+    print(f"capture: {out}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from etr_sim.report.compare import load_runs
     from etr_sim.report.table import STEP_VIEW, format_table
@@ -124,6 +173,14 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
     model = {"scenario": Scenario, "topology": TopologySpec}[args.kind]
     print(json.dumps(model.model_json_schema(), indent=2))
+    return 0
+
+
+def _cmd_theory(args: argparse.Namespace) -> int:
+    from etr_sim.report.theory import write_theory
+
+    out = write_theory(Path(args.out), trials=args.trials, seed=args.seed)
+    print(f"capacity theory written to {out}")
     return 0
 
 
@@ -150,6 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--metric", help="metric to plot against each axis (default: the sweep file's plot.metric)")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
     w.set_defaults(func=_cmd_sweep)
+    t = sub.add_parser("topo", help="inspect topologies")
+    tsub = t.add_subparsers(dest="topo_command", required=True)
+    ts = tsub.add_parser("show", help="GPUs, nodes, links by class, per-GPU and bisection bandwidth")
+    ts.add_argument("topology", help="library name (topologies/NAME.yaml) or a YAML file")
+    ts.add_argument("--nodes", type=int, help="cluster size (number of nodes)")
+    ts.add_argument("--png", help="also draw the graph to this PNG file")
+    ts.set_defaults(func=_cmd_topo_show)
+    cap = sub.add_parser("capture", help="record router inputs of a local Hugging Face model on a text")
+    cap.add_argument("model_dir", help="local model folder with config.json (nothing is downloaded)")
+    cap.add_argument("--text", required=True, help="UTF-8 text file; each blank-line separated paragraph is a sequence")
+    cap.add_argument("--out", required=True, help="capture folder to create")
+    cap.add_argument("--layers", help="comma-separated block indices (default: every MoE / FFN block)")
+    cap.add_argument("--max-tokens", type=int, help="stop after this many tokens (whole sequences)")
+    cap.add_argument("--seq-len", type=int, default=128, help="longest sequence in tokens; longer paragraphs are split")
+    cap.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass and per shard (bounds memory)")
+    cap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="stored dtype")
+    cap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    cap.set_defaults(func=_cmd_capture)
     c = sub.add_parser("compare", help="put several run folders side by side")
     c.add_argument("runs", nargs="+", help="run folders (reports/<scenario>/<run-id>)")
     c.add_argument("--csv", help="also write the combined table here")
@@ -157,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("schema", help="print the JSON Schema of scenario or topology files")
     sc.add_argument("kind", choices=["scenario", "topology"])
     sc.set_defaults(func=_cmd_schema)
+    t = sub.add_parser("theory", help="LocMoE/ETR capacity theory: bound table, Theorem 5 Monte-Carlo, plot")
+    t.add_argument("--out", default="reports/theory", help="output folder (default reports/theory)")
+    t.add_argument("--trials", type=int, default=2000, help="Monte-Carlo trials per clustering strength")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_cmd_theory)
     return p
 
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from etr_sim.config import load_scenario
-from etr_sim.pipeline import run, training_stages
+from etr_sim.pipeline import run
 from etr_sim.sim.step import Compute, MoeBlock, StepPrograms, StepSimulator, pipeline_order
 from etr_sim.traffic.collectives import CollectivePlan, FlowSet
 from etr_sim.traffic.layout import Layout
@@ -113,8 +113,9 @@ def test_training_step_breakdown_adds_up_and_ratios_are_physical(trained):
 
 def test_training_is_integrated_over_stages(trained):
     loaded, result = trained
-    stages = training_stages(loaded.scenario)
+    stages = loaded.training_stages
     assert [(a, n) for a, n, _ in stages] == [(0, 40), (40, 60)]
+    assert [spec.cluster_strength for _, _, spec in stages] == [0.1, 0.9]
     for router, st in result.steps.groupby("router"):
         total = result.summary.set_index("router").loc[router, "total_training_s"]
         assert total == pytest.approx(40 * st.step_s.iloc[0] + 60 * st.step_s.iloc[1])
@@ -125,3 +126,17 @@ def test_padded_token_choice_charges_padding_in_expert_time(trained):
     by = result.summary.set_index("router")
     assert by.loc["token_choice", "padding_fraction"] > 0
     assert by.loc["etr", "padding_fraction"] == 0
+
+
+def test_bad_training_stage_override_is_a_config_error(tmp_path):
+    from etr_sim.errors import ConfigError
+
+    data = {**TRAINING, "training": {"steps": 10, "stages": [{"step": 0, "activations": {"cluster_strength": 3}},
+                                                             {"step": 20, "activations": {}}]}}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as info:
+        load_scenario(path)
+    paths = {p.path for p in info.value.problems}
+    assert "training.stages[0].activations.cluster_strength" in paths
+    assert "training.stages[1].step" in paths

@@ -17,6 +17,7 @@ class TokenBatch:
     src_node: [N] int64, server of that GPU.
     position: [N] int64, position of the token in its sequence.
     token_id: [N] int64 vocabulary ids, or None when unknown (synthetic data).
+    sequence: [N] int64 id of the source sequence (captured data), or None (synthetic data).
     """
 
     hidden: torch.Tensor
@@ -26,6 +27,7 @@ class TokenBatch:
     layer: int = 0
     step: int = 0
     token_id: np.ndarray | None = None
+    sequence: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.hidden.shape[0]

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etr_sim.config.base import deep_merge, problems_from_validation, read_yaml, validate
-from etr_sim.config.scenario import Scenario
-from etr_sim.config.topology import TopologySpec
+from etr_sim.config.scenario import ActivationSpec, Scenario
+from etr_sim.config.topology import NODE_TEMPLATES, TopologySpec
 from etr_sim.errors import ConfigError, Problem, TopologyError, problem
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 REPO_TOPOLOGIES = Path(__file__).resolve().parents[2] / "topologies"
 
@@ -23,6 +23,7 @@ class LoadedScenario:
     source: str
     topology_source: str
     variants: tuple["LoadedScenario", ...] = ()
+    training_stages: tuple = ()  # (first step, steps, activation spec) per training stage
 
     @property
     def resolved(self) -> dict:
@@ -65,12 +66,34 @@ def find_topology(name: str, scenario_file: Path | None) -> Path | None:
     return None
 
 
-def load_topology(path: str | Path, nodes: int | None = None, overrides: dict | None = None) -> TopologySpec:
-    """Read a topology file, apply the cluster size and overrides, and validate."""
-    data = read_yaml(path)
+def _merge_node(template: dict, node: dict) -> dict:
+    """Template fields overridden by the file's; a scale_up of another kind replaces the template's."""
+    out = deep_merge(template, {k: v for k, v in node.items() if k != "scale_up"})
+    su = node.get("scale_up")
+    if isinstance(su, dict):
+        same = su.get("kind", template["scale_up"]["kind"]) == template["scale_up"]["kind"]
+        out["scale_up"] = deep_merge(template["scale_up"], su) if same else su
+    return out
+
+
+def resolve_topology_data(data: dict, file: str, nodes: int | None = None, overrides: dict | None = None) -> dict:
+    """Apply cluster size, overrides and the node template (unknown template -> TopologyError)."""
     if nodes is not None:
-        data["nodes"] = nodes
+        data = {**data, "nodes": nodes}
     data = deep_merge(data, overrides or {})
+    node = data.get("node")
+    if isinstance(node, dict) and node.get("template") is not None:
+        name = node["template"]
+        if name not in NODE_TEMPLATES:
+            raise TopologyError(file, problem(
+                "node.template", f"unknown node template; known: {', '.join(sorted(NODE_TEMPLATES))}", name))
+        data = {**data, "node": _merge_node(NODE_TEMPLATES[name], node)}
+    return data
+
+
+def load_topology(path: str | Path, nodes: int | None = None, overrides: dict | None = None) -> TopologySpec:
+    """Read a topology file, apply the cluster size, overrides and node template, and validate."""
+    data = resolve_topology_data(read_yaml(path), str(path), nodes, overrides)
     spec = validate(TopologySpec, data, str(path), TopologyError)
     return spec
 
@@ -104,13 +127,26 @@ def _cross_checks(s: Scenario, topo: TopologySpec) -> list[Problem]:
         out.append(problem("model.num_kv_heads", f"must divide num_attention_heads={m.num_attention_heads}", m.num_kv_heads))
     if m.top_k > m.num_experts:
         out.append(problem("model.top_k", f"larger than model.num_experts={m.num_experts}", m.top_k))
+    pl = s.placement
+    if pl.kind == "explicit":
+        if pl.expert_ranks is None or len(pl.expert_ranks) != m.num_experts:
+            out.append(problem("placement.expert_ranks", f"explicit placement needs one EP rank per expert ({m.num_experts})",
+                               pl.expert_ranks))
+        elif max(pl.expert_ranks) >= par.ep:
+            out.append(problem("placement.expert_ranks", f"ranks must be below ep={par.ep}", max(pl.expert_ranks)))
+    elif pl.expert_ranks is not None:
+        out.append(problem("placement.expert_ranks", f"only used with kind 'explicit' (kind is {pl.kind!r})", pl.expert_ranks))
+    if pl.replicate_hot > m.num_experts:
+        out.append(problem("placement.replicate_hot", f"more than model.num_experts={m.num_experts}", pl.replicate_hot))
+    if pl.replicate_hot and par.ep < 2:
+        out.append(problem("placement.replicate_hot", "replicas need ep >= 2 (another rank to hold them)", pl.replicate_hot))
     labels: set[str] = set()
     d_cap = s.activations.hidden_size
     for i, r in enumerate(s.routers):
         if r.label in labels:
             out.append(problem(f"routers[{i}].name", "two routers share this label; give one a distinct name", r.label))
         labels.add(r.label)
-        uses_grap = r.kind == "etr" or getattr(r, "gate", None) == "grap"
+        uses_grap = r.kind in ("etr", "locmoe") or getattr(r, "gate", None) == "grap"
         if uses_grap and d_cap % m.num_experts:
             out.append(
                 problem(
@@ -167,9 +203,42 @@ def _load_dict(data: dict, path: Path) -> tuple[LoadedScenario | None, list[Prob
                     problems.append(Problem(f"topology ({exc.file}) {p.path}", p.message, p.value, p.has_value))
     if scenario is not None and topo_spec is not None:
         problems += _cross_checks(scenario, topo_spec)
+    stage_specs: list = []
+    if scenario is not None:
+        stage_specs, stage_problems = _training_activations(data, scenario)
+        problems += stage_problems
     if problems or scenario is None or topo_spec is None or topo_path is None:
         return None, problems
-    return LoadedScenario(scenario, topo_spec, str(path), str(topo_path)), []
+    return LoadedScenario(scenario, topo_spec, str(path), str(topo_path), (), tuple(stage_specs)), []
+
+
+def _training_activations(data: dict, scenario: Scenario) -> tuple[list, list[Problem]]:
+    """[(first step, steps, activation spec)] per training stage, each stage's overrides merged into the
+    scenario's raw ``activations`` mapping and validated (problems under training.stages[i])."""
+    stages = sorted(enumerate(scenario.training.stages), key=lambda t: t[1].step)
+    points = [(i, t.step, t.activations) for i, t in stages]
+    if not points or points[0][1] > 0:
+        points = [(None, 0, {})] + points
+    adapter = TypeAdapter(ActivationSpec)
+    raw = data.get("activations", {})
+    out, problems = [], []
+    for n, (index, start, over) in enumerate(points):
+        end = points[n + 1][1] if n + 1 < len(points) else scenario.training.steps
+        if end <= start:
+            problems.append(problem(f"training.stages[{index}].step", f"not below training.steps={scenario.training.steps}", start))
+            continue
+        merged = deep_merge(raw, over)
+        try:
+            spec = adapter.validate_python(merged)
+        except ValidationError as exc:
+            for p in problems_from_validation(exc, merged):
+                problems.append(Problem(f"training.stages[{index}].activations.{p.path}", p.message, p.value, p.has_value))
+            continue
+        out.append((start, end - start, spec))
+    steps = [t.step for t in scenario.training.stages]
+    if len(set(steps)) != len(steps):
+        problems.append(problem("training.stages", "two stages start at the same step", steps))
+    return out, problems
 
 
 def load_scenario_dict(data: dict, source: str | Path, base_dir: Path | None = None) -> LoadedScenario:
@@ -199,7 +268,8 @@ def load_scenario_dict(data: dict, source: str | Path, base_dir: Path | None = N
     if problems:
         raise ConfigError(str(source), problems)
     assert loaded is not None
-    return LoadedScenario(loaded.scenario, loaded.topology, str(source), loaded.topology_source, tuple(variants))
+    return LoadedScenario(loaded.scenario, loaded.topology, str(source), loaded.topology_source, tuple(variants),
+                          loaded.training_stages)
 
 
 def load_scenario(path: str | Path) -> LoadedScenario:

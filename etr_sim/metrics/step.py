@@ -88,11 +88,12 @@ def step_metrics(s: Scenario, layout: Layout, topo: Topology, runs, n_mb: int, o
         row["a2a_op_p99_s"] = float(a2a.quantile(0.99)) if len(a2a) else 0.0
         if len(facts):
             w = facts.instances.to_numpy()
-            d_inter, inter = facts.dispatch_inter_bytes.to_numpy(), facts.inter_node_bytes.to_numpy()
-            d_intra, intra = facts.dispatch_intra_bytes.to_numpy(), facts.intra_node_bytes.to_numpy()
             bwd = 1.0 if training else 0.0
-            row["inter_node_bytes"] = float((w * (d_inter * (1 + bwd * a_over_d) + (inter - d_inter) * (1 + bwd * a_over_c))).sum())
-            row["intra_node_bytes"] = float((w * (d_intra * (1 + bwd * a_over_d) + (intra - d_intra) * (1 + bwd * a_over_c))).sum())
+            for col in ("inter_node_bytes", "intra_node_bytes", "scale_out_bytes"):
+                # Forward dispatch + combine, and in training the gradients back in the activation dtype.
+                d = facts[f"dispatch_{col}"].to_numpy()
+                total = facts[col].to_numpy()
+                row[col] = float((w * (d * (1 + bwd * a_over_d) + (total - d) * (1 + bwd * a_over_c))).sum())
             for col in ("dropped_fraction", "padding_fraction", "load_max_over_mean", "tokens_unrouted_fraction"):
                 if col in facts:
                     row[col] = float(np.average(facts[col], weights=w))

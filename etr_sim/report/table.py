@@ -22,15 +22,16 @@ _FORMATS = {
     "speedup_vs_first": ("speed-up", lambda v: f"{v:.3f}x"),
     "inter_node_bytes": ("inter GB", _gb),
     "intra_node_bytes": ("intra GB", _gb),
+    "scale_out_bytes": ("scale-out GB", _gb),
     "dropped_fraction": ("dropped", _pct),
     "padding_fraction": ("padding", _pct),
     "load_max_over_mean": ("load max/mean", lambda v: f"{v:.2f}"),
     "memory_bytes": ("mem GB", _gb),
 }
 LAYER_VIEW = ["dispatch_s", "combine_s", "expert_compute_s", "layer_s", "inter_node_bytes", "intra_node_bytes",
-              "dropped_fraction", "padding_fraction", "load_max_over_mean"]
+              "scale_out_bytes", "dropped_fraction", "padding_fraction", "load_max_over_mean"]
 STEP_VIEW = ["step_s", "speedup_vs_first", "compute_s", "exposed_a2a_s", "exposed_other_comm_s", "idle_s",
-             "tokens_per_s_per_gpu", "mfu", "inter_node_bytes", "dropped_fraction", "padding_fraction",
+             "tokens_per_s_per_gpu", "mfu", "inter_node_bytes", "scale_out_bytes", "dropped_fraction", "padding_fraction",
              "load_max_over_mean", "memory_bytes"]
 
 

@@ -1,4 +1,4 @@
-"""Routers (token choice, expert choice, ETR, ...) from token batches to RoutingDecisions.
+"""Routers (token choice, expert choice, ETR, LocMoE, hash, balanced, node-limited, ...) from token batches to RoutingDecisions.
 
 torch stops here: a RoutingDecision holds numpy arrays only, and importing it does not import
 torch (the routers load on first use of ``ROUTERS``/``make_router``), so traffic/ and sim/ run
@@ -8,6 +8,7 @@ without torch.
 from __future__ import annotations
 
 from etr_sim.routing.decision import RoutingDecision
+from etr_sim.routing.locality import ExpertLocality
 
 _LAZY = {"ROUTERS", "Router", "make_router"}
 
@@ -20,4 +21,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["ROUTERS", "Router", "RoutingDecision", "make_router"]
+__all__ = ["ROUTERS", "ExpertLocality", "Router", "RoutingDecision", "make_router"]

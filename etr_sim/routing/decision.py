@@ -30,6 +30,7 @@ class RoutingDecision:
     capacity: int | None
     padded: bool
     stats: dict[str, float] = field(default_factory=dict)
+    # stats: quality metrics (etr_sim.routing.metrics) and how the capacity was set; floats only.
 
     @property
     def num_groups(self) -> int:
@@ -55,6 +56,13 @@ class RoutingDecision:
         """[num_groups, E] tokens kept per (capacity group, expert)."""
         flat = self.group[self.token] * self.num_experts + self.expert
         return np.bincount(flat, minlength=self.num_groups * self.num_experts).reshape(self.num_groups, self.num_experts)
+
+    def expert_padding(self) -> np.ndarray:
+        """[num_groups, E] empty slots per (capacity group, expert) buffer; zeros when not padded."""
+        load = self.group_expert_load()
+        if not self.padded or self.capacity is None:
+            return np.zeros_like(load)
+        return (self.capacity - load).clip(min=0)
 
     def padding_slots(self) -> int:
         """Empty slots computed (and, for per-GPU buffers, sent) because buffers are padded."""

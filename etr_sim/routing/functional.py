@@ -1,6 +1,14 @@
 """Pure routing maths. Vocabulary: hidden -> logits/affinity -> probs/scores -> top-k -> kept.
 
 Token choice and expert choice are the same top-k taken along different axes of [N, E] scores.
+Everything here is a pure function of its arguments (no RNG state, no globals): the seeded
+routers derive their randomness from counter-based hashes of (seed, token identity), so a token
+gets the same experts whichever chunk it is routed in.
+
+Precision and memory: hidden states may arrive in bf16/fp16 (captures, the benchmark). The gate
+products then run in that dtype with float32 accumulation and a rounded output, which is what a
+bf16 model's own router computes (e.g. a bf16 nn.Linear gate); float32 inputs are computed exactly
+in float32. No chunk is ever copied to float32 as a whole. Softmax and top-k run in float32.
 """
 
 from __future__ import annotations
@@ -9,6 +17,25 @@ import math
 
 import numpy as np
 import torch
+
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def grap_block_sums(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """[N, E] float32 sum of each token's d/E-channel block i. hidden [N, d], d % E == 0.
+
+    bf16/fp16: reduced in the input dtype (float accumulation inside the kernel, rounded output),
+    one pass over the data and no float32 copy.
+    """
+    n, d = hidden.shape
+    x = hidden if hidden.dtype in _HALF else hidden.float()
+    return x.view(n, num_experts, d // num_experts).sum(-1).float()  # [N, E]
+
+
+def token_norm(hidden: torch.Tensor) -> torch.Tensor:
+    """[N, 1] float32 L2 norm of each token (in the input dtype for bf16/fp16, fp32 accumulation)."""
+    x = hidden if hidden.dtype in _HALF else hidden.float()
+    return torch.linalg.vector_norm(x, dim=-1, keepdim=True).float().clamp_min(1e-12)
 
 
 def grap_affinity(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:
@@ -19,11 +46,40 @@ def grap_affinity(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:
 
     Args: hidden [N, d] with d % num_experts == 0. Returns [N, E] float32 in [-1, 1].
     """
-    n_tok, d = hidden.shape
-    x = hidden.float()
-    block_sum = x.view(n_tok, num_experts, d // num_experts).sum(-1)  # [N, E]
-    norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # [N, 1]
-    return block_sum / (math.sqrt(d / num_experts) * norm)  # [N, E]
+    d = hidden.shape[1]
+    return grap_block_sums(hidden, num_experts) / (math.sqrt(d / num_experts) * token_norm(hidden))  # [N, E]
+
+
+def grap_logits(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """[N, E] GrAP gate outputs <x_t, w_i> = mean of block i of x_t (LocMoE's router logits)."""
+    return grap_block_sums(hidden, num_experts) * (num_experts / hidden.shape[1])
+
+
+def linear_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """[N, E] float32 = hidden [N, d] @ weight [d, E] (in the hidden dtype when it is bf16/fp16)."""
+    if hidden.dtype in _HALF:
+        return (hidden @ weight.to(hidden.dtype)).float()
+    return hidden.float() @ weight.float()
+
+
+def topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) [N, k] of the k largest scores per row, descending. scores [N, E].
+
+    For k <= 4 it takes k successive row maxima (several times faster than torch.topk on CPU for
+    narrow rows); ties go to the lower expert index.
+    """
+    if k > 4 or k >= scores.shape[1]:
+        return scores.topk(k, dim=-1)
+    vals, idxs = [], []
+    work = scores
+    for j in range(k):
+        v, i = work.max(dim=-1)  # [N]
+        vals.append(v)
+        idxs.append(i)
+        if j + 1 < k:
+            work = work.clone() if j == 0 else work
+            work.scatter_(1, i[:, None], -math.inf)
+    return torch.stack(vals, 1), torch.stack(idxs, 1)
 
 
 def grap_weight(hidden_size: int, num_experts: int) -> torch.Tensor:
@@ -44,24 +100,33 @@ def random_gate(hidden_size: int, num_experts: int, seed: int) -> torch.Tensor:
 def keep_best_per_bucket(bucket: np.ndarray, priority: np.ndarray, capacity: int) -> np.ndarray:
     """Keep the ``capacity`` highest-priority candidates of each bucket (ties: lower index first).
 
-    Args: bucket [A] int (e.g. group * E + expert), priority [A] float. Returns keep [A] bool.
+    Buckets within capacity keep everything; only the candidates of overflowing buckets are sorted,
+    by two stable sorts (priority descending, then bucket), and kept when their rank inside the
+    bucket is below ``capacity``.
+
+    Args: bucket [A] int >= 0 (e.g. group * E + expert), priority [A] float. Returns keep [A] bool.
     """
     a = len(bucket)
     if a == 0:
         return np.zeros(0, dtype=bool)
-    order = np.lexsort((np.arange(a), -priority, bucket))  # by bucket, priority desc, index
-    sorted_bucket = bucket[order]
-    first = np.flatnonzero(np.r_[True, sorted_bucket[1:] != sorted_bucket[:-1]])  # bucket starts
-    run_start = np.repeat(first, np.diff(np.r_[first, a]))
-    rank = np.arange(a) - run_start  # [A] rank within the bucket
-    keep = np.zeros(a, dtype=bool)
-    keep[order] = rank < capacity
+    over = np.bincount(bucket)[bucket] > capacity  # [A] candidate sits in an overflowing bucket
+    keep = ~over
+    idx = np.flatnonzero(over)
+    if len(idx) == 0:
+        return keep
+    b, p = bucket[idx], priority[idx]
+    by_priority = np.argsort(-p, kind="stable")
+    order = by_priority[np.argsort(b[by_priority], kind="stable")]  # bucket-major, priority desc, index
+    sorted_b = b[order]
+    starts = np.flatnonzero(np.r_[True, sorted_b[1:] != sorted_b[:-1]])
+    rank = np.arange(len(idx)) - np.repeat(starts, np.diff(np.r_[starts, len(idx)]))
+    keep[idx[order]] = rank < capacity
     return keep
 
 
-def capacity_from_factor(factor: float, tokens_per_group: int, k: int, num_experts: int) -> int:
+def capacity_from_factor(factor: float, tokens_per_group: int, k: float, num_experts: int) -> int:
     """Conventional capacity ceil(factor * tokens * k / E) (GShard; LocMoE 3.2 per EP rank)."""
-    return max(1, math.ceil(factor * tokens_per_group * k / num_experts))
+    return max(1, math.ceil(factor * tokens_per_group * k / num_experts - 1e-9))
 
 
 def switch_aux_loss(probs: torch.Tensor, top1: torch.Tensor) -> float:
@@ -70,3 +135,113 @@ def switch_aux_loss(probs: torch.Tensor, top1: torch.Tensor) -> float:
     f = torch.bincount(top1, minlength=num_experts).double() / max(len(top1), 1)  # [E]
     p = probs.double().mean(0)  # [E]
     return float(num_experts * (f * p).sum())
+
+
+def threshold_nominations(affinity: torch.Tensor, threshold: float, max_l: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token nominations by cumulative affinity share.
+
+    Each token nominates its fewest top experts whose share of the token's positive affinity mass
+    relu(delta) / sum relu(delta) reaches ``threshold``, at least 1 and at most ``max_l``.
+
+    Args: affinity [N, E]. Returns (top_a [N, L], top_e [N, L], valid [N, L] bool), L = max_l.
+    """
+    top_a, top_e = affinity.topk(max_l, dim=-1)  # [N, L]
+    pos = affinity.clamp_min(0.0)
+    mass = pos.sum(-1, keepdim=True).clamp_min(1e-12)  # [N, 1]
+    share_before = (top_a.clamp_min(0.0) / mass).cumsum(-1) - top_a.clamp_min(0.0) / mass  # [N, L]
+    valid = share_before < threshold - 1e-7  # nominate while the share so far is short of the threshold
+    valid[:, 0] = True
+    return top_a, top_e, valid
+
+
+def group_topk(scores: torch.Tensor, group: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expert choice: each expert takes the top-min(C, N_g) tokens of every group, in one batched top-k.
+
+    Groups are gathered into a [Gs, g_max, E] tensor (padded with -inf when sizes differ; a plain
+    view when the batch is already grouped contiguously in equal sizes, the usual case).
+    Args: scores [N, E], group [N] int, capacity C. Returns (token, expert, score) [A], token-major.
+    """
+    n, n_exp = scores.shape
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.float32)
+    sizes = np.bincount(group)
+    sizes = sizes[sizes > 0]
+    g_max = int(sizes.max())
+    c = min(capacity, g_max)
+    contiguous = bool((sizes == g_max).all() and (np.diff(group) >= 0).all())
+    if contiguous:
+        top_s, top_t = scores.view(len(sizes), g_max, n_exp).transpose(1, 2).topk(c, dim=-1)  # [Gs, E, c]
+        token = (top_t + torch.arange(len(sizes))[:, None, None] * g_max).reshape(-1).numpy()
+        expert = np.broadcast_to(np.arange(n_exp)[None, :, None], top_t.shape).reshape(-1)
+        top_s = top_s.reshape(-1).numpy()
+    else:
+        order = np.argsort(group, kind="stable")  # [N] tokens grouped
+        starts = np.r_[0, np.cumsum(sizes)[:-1]]
+        slot = np.arange(n) - np.repeat(starts, sizes)  # [N] position inside the sorted group
+        row = np.repeat(np.arange(len(sizes)), sizes)
+        index = np.full((len(sizes), g_max), -1, dtype=np.int64)  # [Gs, g_max] token or -1 (pad)
+        index[row, slot] = order
+        grouped = torch.full((len(sizes), g_max, n_exp), -math.inf, dtype=scores.dtype)  # [Gs, g_max, E]
+        grouped[torch.from_numpy(row), torch.from_numpy(slot)] = scores[torch.from_numpy(order)]
+        top_s, top_t = grouped.transpose(1, 2).topk(c, dim=-1)  # [Gs, E, c]
+        token = torch.gather(torch.from_numpy(index)[:, None, :].expand(-1, n_exp, -1), 2, top_t)  # [Gs, E, c]
+        expert = torch.arange(n_exp)[None, :, None].expand_as(token)
+        ok = token >= 0  # groups smaller than c pick padding slots: drop them
+        token, expert, top_s = token[ok].numpy(), expert[ok].numpy(), top_s[ok].numpy()
+    order = np.lexsort((expert, token))  # token-major like the other routers
+    return token[order], expert[order].astype(np.int64), top_s[order]
+
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """Counter-based 64-bit mixer (SplitMix64 finaliser): a pure, well-spread hash of uint64 arrays."""
+    with np.errstate(over="ignore"):
+        z = (x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return z ^ (z >> np.uint64(31))
+
+
+def hash_keys(*keys: np.ndarray | int) -> np.ndarray:
+    """Combine integer key arrays (broadcast) into one uint64 hash per element."""
+    h = np.uint64(0)
+    for k in keys:
+        with np.errstate(over="ignore"):
+            h = splitmix64(np.asarray(k).astype(np.uint64) ^ (np.asarray(h, dtype=np.uint64) * np.uint64(31)))
+    return np.asarray(h)
+
+
+def hashed_topk(key: np.ndarray, num_experts: int, k: int, seed: int) -> np.ndarray:
+    """[N, k] k distinct experts per key, uniformly at random given a seeded hash of (key, expert).
+
+    Args: key [N] uint64 identity of each token (hashed already). Returns experts [N, k] int64.
+    """
+    u = hash_keys(np.uint64(seed & 0xFFFFFFFFFFFFFFFF), key[:, None], np.arange(num_experts, dtype=np.uint64)[None, :])
+    # [N, E] uint64 random keys; the k smallest are a uniform random k-subset
+    part = np.argpartition(u, k - 1, axis=1)[:, :k] if k < num_experts else np.argsort(u, axis=1)
+    chosen_u = np.take_along_axis(u, part, axis=1)
+    return np.take_along_axis(part, np.argsort(chosen_u, axis=1), axis=1).astype(np.int64)
+
+
+def node_limited_mask(scores: torch.Tensor, expert_node: torch.Tensor, max_nodes: int, node_score: str) -> torch.Tensor:
+    """[N, E] bool: experts on the ``max_nodes`` best nodes of each token (DeepSeek-V3 node-limited routing).
+
+    Args: scores [N, E]; expert_node [N, E] int64 compact node index (0..K-1) of each expert for
+    each token; node_score 'max' (best expert per node) or 'top2_sum' (sum of the two best).
+    """
+    n, _ = scores.shape
+    k_nodes = int(expert_node.max()) + 1 if expert_node.numel() else 0
+    if k_nodes <= max_nodes:
+        return torch.ones_like(scores, dtype=torch.bool)
+    best = torch.full((n, k_nodes), -math.inf).scatter_reduce(1, expert_node, scores, "amax")  # [N, K]
+    if node_score == "top2_sum":
+        is_best = scores == best.gather(1, expert_node)  # [N, E] (ties: every tied expert counts as best)
+        rest = torch.where(is_best, torch.full_like(scores, -math.inf), scores)
+        second = torch.full((n, k_nodes), -math.inf).scatter_reduce(1, expert_node, rest, "amax")  # [N, K]
+        best = best + torch.where(torch.isfinite(second), second, torch.zeros_like(second))
+    top_nodes = best.topk(max_nodes, dim=-1).indices  # [N, M]
+    chosen = torch.zeros((n, k_nodes), dtype=torch.bool).scatter_(1, top_nodes, True)  # [N, K]
+    return chosen.gather(1, expert_node)  # [N, E]

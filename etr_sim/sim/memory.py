@@ -22,8 +22,11 @@ class StageParams:
     expert: float
 
 
-def stage_params(model: ModelSpec, par: ParallelismSpec, layers: list[int], first: bool, last: bool) -> StageParams:
+def stage_params(model: ModelSpec, par: ParallelismSpec, layers: list[int], first: bool, last: bool,
+                 experts_per_gpu: float | None = None) -> StageParams:
+    """Parameters per GPU; ``experts_per_gpu`` counts replicas of hot experts (default E/ep)."""
     h, tp = model.hidden_size, par.tp
+    local_experts = experts_per_gpu if experts_per_gpu is not None else model.num_experts / par.ep
     dense_ffn = (model.dense_ffn_hidden_size or model.ffn_hidden_size) * h * model.ffn_matmuls
     expert_ffn = model.ffn_hidden_size * h * model.ffn_matmuls
     dense = expert = 0.0
@@ -31,7 +34,7 @@ def stage_params(model: ModelSpec, par: ParallelismSpec, layers: list[int], firs
         dense += attention_params(model) / tp
         if model.is_moe_layer(layer):
             dense += h * model.num_experts + model.shared_experts * expert_ffn / tp
-            expert += expert_ffn * model.num_experts / par.ep
+            expert += expert_ffn * local_experts
         else:
             dense += dense_ffn / tp
     if first:

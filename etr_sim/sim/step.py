@@ -132,10 +132,10 @@ class StepSimulator:
     """Runs StepPrograms on one environment and network; ``run()`` returns the step time (s)."""
 
     def __init__(self, programs: StepPrograms, capacity_Bps: np.ndarray, latency_s: np.ndarray,
-                 dp_overlap: str = "after_backward"):
+                 dp_overlap: str = "after_backward", net_options: dict | None = None):
         self.p = programs
         self.env = simpy.Environment()
-        self.net = FlowNetwork(self.env, capacity_Bps, latency_s)
+        self.net = FlowNetwork(self.env, capacity_Bps, latency_s, **(net_options or {}))
         self.rec = StepRecorder([], [])
         self.dp_overlap = dp_overlap
         env, n_s, n_m = self.env, programs.stages, programs.microbatches

@@ -1,10 +1,9 @@
-"""Plans for the step model's dense collectives over groups of GPUs (all groups run concurrently).
+"""The step model's dense collectives over many groups of GPUs at once (all groups concurrently).
 
-- ``all_gather`` / ``reduce_scatter``: direct (every rank sends its 1/n shard to every other rank in
-  one stage). On a switch or a full mesh this moves the bandwidth-optimal (n-1)/n of the data per
-  rank and uses every link at once, as NCCL/HCCL mesh algorithms do.
-- ``ring_all_reduce``: reduce-scatter then all-gather around a ring, 2(n-1) stages of M/n per rank
-  (NCCL's ring), for data-parallel gradients that cross the scale-out network.
+- ``all_gather`` / ``reduce_scatter`` with algorithm ``direct``: every rank sends its 1/n share to every
+  peer in one stage (NCCL/HCCL mesh algorithms on a switch or full mesh; (n-1)/n of the data per rank,
+  every link used at once). With ``ring`` they use collectives.allreduce_plan's pipelined ring.
+- ``over_groups``: any collectives.allreduce_plan kind (ring or tree all-reduce, ...) run in every group.
 - ``p2p``: one flow per (src, dst) pair, for pipeline activations.
 """
 
@@ -13,43 +12,50 @@ from __future__ import annotations
 import numpy as np
 
 from etr_sim.topology.graph import Topology
-from etr_sim.traffic.collectives import CollectivePlan, FlowSet, flowset
+from etr_sim.traffic.collectives import CollectivePlan, FlowSet, allreduce_plan, flowset
 
 
-def _merge(topo: Topology, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> FlowSet:
-    src = np.concatenate([p[0] for p in parts]).astype(np.int64)
-    dst = np.concatenate([p[1] for p in parts]).astype(np.int64)
-    size = np.concatenate([p[2] for p in parts]).astype(np.float64)
-    return flowset(topo, src, dst, size)
+def _concat(sets: list[FlowSet]) -> FlowSet:
+    """Flow sets that start together, as one (paths stay per flow)."""
+    offsets = [sets[0].offsets]
+    base = sets[0].offsets[-1]
+    for fs in sets[1:]:
+        offsets.append(fs.offsets[1:] + base)
+        base += fs.offsets[-1]
+    cat = lambda name: np.concatenate([getattr(fs, name) for fs in sets])  # noqa: E731
+    return FlowSet(cat("src"), cat("dst"), cat("size_bytes"), np.concatenate(offsets), cat("links"))
 
 
-def all_gather(name: str, groups: list[np.ndarray], total_bytes: float, topo: Topology) -> CollectivePlan:
-    """Each group gathers ``total_bytes`` (the full output); every rank contributes 1/n of it."""
-    parts = []
+def over_groups(kind: str, name: str, groups: list[np.ndarray], size_bytes: float, topo: Topology) -> CollectivePlan:
+    """``allreduce_plan(kind)`` in every group, stage i of all groups starting together."""
+    plans = [allreduce_plan(kind, size_bytes, topo, g) for g in groups if len(g) > 1 and size_bytes > 0]
+    if not plans:
+        return CollectivePlan(name, ())
+    n_stages = max(len(p.stages) for p in plans)
+    stages = tuple(_concat([p.stages[i] for p in plans if i < len(p.stages)]) for i in range(n_stages))
+    return CollectivePlan(name, stages)
+
+
+def all_gather(name: str, groups: list[np.ndarray], total_bytes: float, topo: Topology,
+               algorithm: str = "direct") -> CollectivePlan:
+    """Each group gathers ``total_bytes`` (the full output); every rank contributes 1/n of it.
+
+    A reduce-scatter of the same buffer moves the same bytes the same way, so it uses this too."""
+    if algorithm == "ring":
+        return over_groups("allgather", name, groups, total_bytes, topo)
+    src, dst, size = [], [], []
     for g in groups:
         n = len(g)
         if n < 2:
             continue
-        src, dst = np.repeat(g, n), np.tile(g, n)
-        off = src != dst
-        parts.append((src[off], dst[off], np.full(off.sum(), total_bytes / n)))
-    return CollectivePlan(name, (_merge(topo, parts),) if parts else ())
-
-
-def reduce_scatter(name: str, groups: list[np.ndarray], total_bytes: float, topo: Topology) -> CollectivePlan:
-    """Same traffic as all_gather: every rank sends each peer that peer's 1/n share."""
-    return all_gather(name, groups, total_bytes, topo)
-
-
-def ring_all_reduce(name: str, groups: list[np.ndarray], total_bytes: float, topo: Topology) -> CollectivePlan:
-    """Ring all-reduce of ``total_bytes`` in every group: 2(n-1) stages, each rank -> next of M/n."""
-    live = [g for g in groups if len(g) > 1]
-    if not live or total_bytes <= 0:
+        s, d = np.repeat(g, n), np.tile(g, n)
+        off = s != d
+        src.append(s[off])
+        dst.append(d[off])
+        size.append(np.full(off.sum(), total_bytes / n))
+    if not src:
         return CollectivePlan(name, ())
-    n = len(live[0])
-    parts = [(g, np.roll(g, -1), np.full(len(g), total_bytes / len(g))) for g in live]
-    ring = _merge(topo, parts)
-    return CollectivePlan(name, tuple(ring for _ in range(2 * (n - 1))))
+    return CollectivePlan(name, (flowset(topo, np.concatenate(src), np.concatenate(dst), np.concatenate(size)),))
 
 
 def p2p(name: str, src: np.ndarray, dst: np.ndarray, bytes_each: float, topo: Topology) -> CollectivePlan:

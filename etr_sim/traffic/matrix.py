@@ -53,14 +53,14 @@ def dispatch_traffic(
 
     Variable-size (all-to-all-v): one row per kept assignment, or per distinct (token, GPU) when
     ``dedup == 'gpu'`` (a token for two experts on one GPU is sent once). Padded buffers with
-    per-GPU capacity: every source sends every expert a full buffer of ``capacity`` rows, whatever
-    it holds (GShard-style fixed-shape all-to-all); dedup cannot apply to fixed buffers.
+    per-GPU capacity: every source sends every expert (its chosen instance) a full buffer of
+    ``capacity`` rows, whatever it holds (GShard-style fixed-shape all-to-all); dedup cannot apply.
     """
     g = placement.num_gpus
     if decision.padded and decision.capacity is not None and decision.num_groups == g:
-        per_dst = placement.experts_per_gpu() * decision.capacity  # [G] rows into each GPU
-        same_group = (np.arange(g)[:, None] // placement.ep) == (np.arange(g)[None, :] // placement.ep)
-        rows = np.where(same_group, per_dst[None, :], 0).astype(np.int64)
+        src = np.repeat(np.arange(g), placement.num_experts)  # [G*E] every (source, expert) buffer
+        dst = placement.gpu_of(src, np.tile(np.arange(placement.num_experts), g))
+        rows = np.bincount(src * g + dst, minlength=g * g).reshape(g, g).astype(np.int64) * decision.capacity
         return TrafficMatrix("dispatch", rows * row_bytes, rows, gpus)
     src = src_gpu[decision.token]  # [A]
     dst = placement.gpu_of(src, decision.expert)  # [A]
@@ -72,16 +72,29 @@ def dispatch_traffic(
 
 
 def expert_rows(decision: RoutingDecision, src_gpu: np.ndarray, placement: Placement) -> np.ndarray:
-    """[G, experts per GPU] GEMM rows each local expert computes (padded slots included).
+    """[G, slots] GEMM rows each local expert instance computes (padded slots included).
 
-    Padded: every (capacity group, expert) buffer holds ``capacity`` rows whatever it contains.
+    Padded: every (capacity group, expert) buffer holds ``capacity`` rows whatever it contains; with
+    per-GPU groups each source's buffer lands on the instance that source uses.
     """
-    g, n_exp = placement.num_gpus, placement.num_experts
-    per_gpu = n_exp // placement.ep
-    dst = placement.gpu_of(src_gpu[decision.token], decision.expert)  # [A]
-    local = placement.expert_slot[decision.expert]  # [A] slot on the destination GPU
-    rows = np.bincount(dst * per_gpu + local, minlength=g * per_gpu).reshape(g, per_gpu)
+    g = placement.num_gpus
+    slots = placement.slots_per_gpu
+    slot = placement.slot
     if decision.padded and decision.capacity is not None:
-        groups_per_ep = max(decision.num_groups // (g // placement.ep), 1)
-        rows = np.full((g, per_gpu), decision.capacity * groups_per_ep, dtype=np.int64)
-    return rows
+        if decision.num_groups == g:
+            src = np.repeat(np.arange(g), placement.num_experts)
+            inst = placement.instance_of(src, np.tile(np.arange(placement.num_experts), g))
+            dst = (src // placement.ep) * placement.ep + placement.instance_rank[inst]
+            rows = np.bincount(dst * slots + slot[inst], minlength=g * slots).reshape(g, slots)
+            return rows * decision.capacity
+        # One capacity group per EP group: each primary instance holds ``capacity`` rows.
+        dst = np.arange(g)
+        rows = np.zeros((g, slots), dtype=np.int64)
+        inst_on = placement.instance_rank
+        for i in range(len(inst_on)):
+            rows[dst % placement.ep == inst_on[i], slot[i]] = decision.capacity
+        return rows
+    src = src_gpu[decision.token]
+    inst = placement.instance_of(src, decision.expert)  # [A]
+    dst = (src // placement.ep) * placement.ep + placement.instance_rank[inst]
+    return np.bincount(dst * slots + slot[inst], minlength=g * slots).reshape(g, slots)

@@ -1,0 +1,162 @@
+"""Invariants every router must keep, parametrised over every router kind and capacity rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pydantic import TypeAdapter
+
+from etr_sim.activations.batch import TokenBatch
+from etr_sim.config.scenario import ModelSpec, RouterSpec, SyntheticActivations
+from etr_sim.activations.synthetic import generate
+from etr_sim.routing import ROUTERS, ExpertLocality, make_router
+
+D, E, EP, GPUS, TOKENS_PER_GPU = 64, 8, 8, 8, 96
+MODEL = ModelSpec(hidden_size=D, num_experts=E, top_k=2)
+
+SPECS = {
+    "token_choice": {"kind": "token_choice", "capacity_factor": 1.0},
+    "token_choice_arrival": {"kind": "token_choice", "gate": "grap", "drop_policy": "arrival", "capacity_factor": 0.8},
+    "token_choice_dropless": {"kind": "token_choice", "capacity_factor": None, "padded": False},
+    "token_choice_global": {"kind": "token_choice", "capacity_scope": "global", "capacity_factor": 1.0},
+    "expert_choice": {"kind": "expert_choice"},
+    "expert_choice_big": {"kind": "expert_choice", "capacity_factor": 20.0},
+    "etr": {"kind": "etr"},
+    "etr_fixed": {"kind": "etr", "nominations": 3, "capacity": {"rule": "fixed", "tokens": 20}},
+    "etr_threshold": {"kind": "etr", "nominations": 4, "nomination_threshold": 0.6, "combine_weights": "uniform"},
+    "etr_locmoe_bound": {"kind": "etr", "capacity": {"rule": "locmoe_first_batch"}, "locality_bias": 1.0},
+    "etr_dynamic": {"kind": "etr", "capacity": {"rule": "dynamic"}, "padded": True},
+    "locmoe": {"kind": "locmoe"},
+    "locmoe_fixed_delta": {"kind": "locmoe", "capacity": {"rule": "locmoe_first_batch", "delta": 0.2}},
+    "hash": {"kind": "hash"},
+    "random_uniform": {"kind": "random_uniform"},
+    "balanced": {"kind": "balanced"},
+    "node_limited": {"kind": "node_limited", "max_nodes": 1},
+    "node_limited_cap": {"kind": "node_limited", "max_nodes": 1, "node_score": "top2_sum", "capacity_factor": 1.0},
+}
+# Routers whose capacity depends on the whole call (recomputed per call) cannot be chunked freely.
+PER_CALL = {"etr_dynamic"}
+
+
+def spec(name: str):
+    return TypeAdapter(RouterSpec).validate_python(SPECS[name])
+
+
+def batch(seed: int = 0, strength: float = 0.5) -> TokenBatch:
+    act = SyntheticActivations(kind="synthetic", hidden_size=D, num_clusters=12, cluster_strength=strength)
+    return generate(act, TOKENS_PER_GPU, np.repeat(np.arange(GPUS // 4), 4), seed)
+
+
+def router(name: str, seed: int = 0):
+    return make_router(spec(name), MODEL, EP, D, seed)
+
+
+def pairs(token, expert):
+    return set(zip(token.tolist(), expert.tolist()))
+
+
+def test_every_kind_is_covered():
+    assert {SPECS[n]["kind"] for n in SPECS} == set(ROUTERS)
+
+
+@pytest.fixture(scope="module")
+def decisions():
+    b = batch()
+    return b, {name: router(name).route(b) for name in SPECS}
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_assignments_unique_and_conserved(decisions, name):
+    b, dec = decisions[0], decisions[1][name]
+    kept, dropped = pairs(dec.token, dec.expert), pairs(dec.dropped_token, dec.dropped_expert)
+    assert len(kept) == dec.num_kept and len(dropped) == dec.num_dropped  # unique
+    assert not kept & dropped  # kept + dropped = nominated, disjoint
+    assert dec.num_kept + dec.num_dropped == dec.num_nominated
+    assert ((dec.token >= 0) & (dec.token < b.num_tokens)).all()
+    assert ((dec.expert >= 0) & (dec.expert < E)).all()
+    assert np.isfinite(dec.weight).all()
+    assert all(np.isfinite(v) or np.isnan(v) for v in dec.stats.values())
+    assert 0.0 <= dec.stats["dropped_fraction"] <= 1.0
+    assert 0.0 <= dec.stats["locality_share"] <= 1.0
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_nominations_per_token(decisions, name):
+    """Token-choice style routers nominate exactly k experts per token (before any drop)."""
+    b, dec = decisions[0], decisions[1][name]
+    nominated = np.bincount(np.r_[dec.token, dec.dropped_token], minlength=b.num_tokens)
+    kind, s = SPECS[name]["kind"], SPECS[name]
+    if kind in ("token_choice", "hash", "random_uniform", "balanced", "node_limited"):
+        assert (nominated == MODEL.top_k).all()
+    elif kind == "locmoe":
+        assert (nominated == 1).all()
+    elif kind == "etr" and "nomination_threshold" not in s:
+        assert (nominated == s.get("nominations", MODEL.top_k)).all()
+    elif kind == "etr":
+        assert nominated.min() >= 1 and nominated.max() <= s["nominations"]
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_load_within_capacity(decisions, name):
+    dec = decisions[1][name]
+    if dec.capacity is None:
+        return
+    assert dec.group_expert_load().max() <= dec.capacity
+    if dec.padded:
+        assert dec.padding_slots() == int((dec.capacity - dec.group_expert_load()).sum())
+        assert (dec.expert_padding() >= 0).all()
+
+
+@pytest.mark.parametrize("name", ["expert_choice", "expert_choice_big"])
+def test_expert_choice_fills_every_expert(decisions, name):
+    dec = decisions[1][name]
+    per_group = np.bincount(dec.group)
+    expected = np.minimum(dec.capacity, per_group)[:, None]  # [groups, 1]
+    assert (dec.group_expert_load() == expected).all()
+    assert dec.num_dropped == 0
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_same_seed_same_decision(name):
+    b = batch(seed=3)
+    one, two = router(name, seed=7).route(b), router(name, seed=7).route(b)
+    for field in ("token", "expert", "weight", "dropped_token", "dropped_expert"):
+        np.testing.assert_array_equal(getattr(one, field), getattr(two, field))
+    assert one.capacity == two.capacity
+
+
+@pytest.mark.parametrize("name", [n for n in SPECS if n not in PER_CALL])
+def test_chunked_routing_equals_one_pass(name):
+    """Routing whole capacity groups chunk by chunk gives the decision of one pass (stateful rules are
+    calibrated on the whole batch first, so 'the first batch' is the same)."""
+    b = batch(seed=5)
+    whole_router, chunk_router = router(name), router(name)
+    locality = ExpertLocality.contiguous_from_batch(E, EP, b.src_gpu, b.src_node)
+    whole_router.locality = chunk_router.locality = locality
+    whole_router.calibrate(b)
+    chunk_router.calibrate(b)
+    whole = whole_router.route(b)
+    gpus_per_chunk = 2 if SPECS[name].get("capacity_scope") != "global" else GPUS
+    tokens, experts, weights, dropped = [], [], [], []
+    for start in range(0, GPUS, gpus_per_chunk):
+        sel = np.flatnonzero((b.src_gpu >= start) & (b.src_gpu < start + gpus_per_chunk))
+        part = TokenBatch(b.hidden[torch.from_numpy(sel)], b.src_gpu[sel], b.src_node[sel], b.position[sel], b.layer, b.step)
+        dec = chunk_router.route(part)
+        tokens.append(sel[dec.token])
+        experts.append(dec.expert)
+        weights.append(dec.weight)
+        dropped.append(pairs(sel[dec.dropped_token], dec.dropped_expert))
+        assert dec.capacity == whole.capacity
+    np.testing.assert_array_equal(np.concatenate(tokens), whole.token)
+    np.testing.assert_array_equal(np.concatenate(experts), whole.expert)
+    np.testing.assert_allclose(np.concatenate(weights), whole.weight, rtol=1e-6)
+    assert set().union(*dropped) == pairs(whole.dropped_token, whole.dropped_expert)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_bf16_input_runs(name):
+    b = batch(seed=1)
+    half = TokenBatch(b.hidden.to(torch.bfloat16), b.src_gpu, b.src_node, b.position)
+    dec = router(name).route(half)
+    assert dec.num_nominated > 0

@@ -1,0 +1,85 @@
+"""Quality metrics and the functional helpers, against hand computations and brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from etr_sim.routing import functional as F
+from etr_sim.routing import metrics as M
+
+
+def test_gini_and_load_stats_by_hand():
+    assert M.gini(np.array([1, 1, 1, 1])) == 0.0
+    assert M.gini(np.array([0, 0, 0, 4])) == pytest.approx(0.75)  # (n-1)/n for one holder
+    s = M.load_stats(np.array([2.0, 2.0, 2.0, 6.0]))
+    assert s["load_max_over_mean"] == pytest.approx(2.0)
+    assert s["load_cv"] == pytest.approx(np.std([2, 2, 2, 6]) / 3.0)
+    p = np.array([2, 2, 2, 6]) / 12
+    assert s["load_entropy"] == pytest.approx(-(p * np.log(p)).sum() / np.log(4))
+    assert M.load_stats(np.array([5, 5, 5]))["load_entropy"] == pytest.approx(1.0)
+
+
+def test_calinski_harabasz_by_definition():
+    rng = np.random.default_rng(0)
+    lab = rng.integers(0, 4, 300)
+    x = rng.normal(size=(4, 6))[lab] * 2 + rng.normal(size=(300, 6))
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    centers = np.stack([xn[lab == k].mean(0) for k in range(4)])
+    between = sum((lab == k).sum() * np.sum((centers[k] - xn.mean(0)) ** 2) for k in range(4))
+    within = sum(np.sum((xn[lab == k] - centers[k]) ** 2) for k in range(4))
+    expected = (between / 3) / (within / (300 - 4))
+    got = M.calinski_harabasz(torch.tensor(x, dtype=torch.float32), np.arange(300), lab)
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert np.isnan(M.calinski_harabasz(torch.ones(3, 2), np.arange(3), np.zeros(3, dtype=np.int64)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bucket=st.lists(st.integers(0, 5), min_size=0, max_size=60),
+    cap=st.integers(1, 6),
+    seed=st.integers(0, 1000),
+)
+def test_keep_best_per_bucket_matches_brute_force(bucket, cap, seed):
+    bucket = np.array(bucket, dtype=np.int64)
+    priority = np.random.default_rng(seed).integers(0, 4, len(bucket)).astype(np.float64)  # many ties
+    keep = F.keep_best_per_bucket(bucket, priority, cap)
+    for b in np.unique(bucket):
+        idx = np.flatnonzero(bucket == b)
+        order = sorted(idx, key=lambda i: (-priority[i], i))  # priority desc, then lower index
+        assert set(np.flatnonzero(keep & (bucket == b))) == set(order[:cap])
+
+
+def test_group_topk_equal_and_ragged_groups():
+    scores = torch.rand(30, 4, generator=torch.Generator().manual_seed(0))
+    for group in (np.repeat(np.arange(3), 10), np.r_[np.zeros(12), np.ones(5), np.full(13, 2)].astype(np.int64)):
+        token, expert, score = F.group_topk(scores, group, 6)
+        for g in np.unique(group):
+            members = np.flatnonzero(group == g)
+            for e in range(4):
+                want = members[np.argsort(-scores[members, e].numpy(), kind="stable")[: min(6, len(members))]]
+                got = token[(expert == e) & np.isin(token, members)]
+                assert set(got) == set(want)
+        assert (np.diff(token) >= 0).all()  # token-major
+
+
+def test_hashed_topk_distinct_and_deterministic():
+    key = F.hash_keys(np.arange(1000, dtype=np.uint64))
+    a = F.hashed_topk(key, 16, 4, seed=1)
+    assert a.shape == (1000, 4)
+    assert all(len(set(row)) == 4 for row in a.tolist())
+    np.testing.assert_array_equal(a, F.hashed_topk(key, 16, 4, seed=1))
+    assert not np.array_equal(a, F.hashed_topk(key, 16, 4, seed=2))
+
+
+def test_node_limited_mask_by_hand():
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.45, 0.0, 0.3]])
+    node = torch.tensor([[0, 0, 1, 1, 2, 2]])
+    assert F.node_limited_mask(scores, node, 1, "max").tolist() == [[True, True, False, False, False, False]]
+    # top2_sum: node0 = 1.0, node1 = 0.95, node2 = 0.3
+    assert F.node_limited_mask(scores, node, 2, "top2_sum")[0].tolist() == [True, True, True, True, False, False]
+    scores2 = torch.tensor([[0.9, 0.0, 0.5, 0.45, 0.0, 0.3]])
+    assert F.node_limited_mask(scores2, node, 1, "top2_sum")[0].tolist() == [False, False, True, True, False, False]
