@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from sweep_helpers import TINY_SCENARIO, write_sweep
@@ -174,3 +176,10 @@ def test_bad_value_in_set_and_in_a_mapping_value(tmp_path):
     assert probs["set['parallelism.seq_len']"].value == 0
     # The axis path exists; the mapping it sets holds an unknown key: a bad value, not a missing path.
     assert "axes[0].values[0]" in probs and "routers[1].bogus" in probs["axes[0].values[0]"].message
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml")))
+def test_example_sweeps_load(name):
+    """Every example in sweeps/ expands into valid scenarios (nothing is run here)."""
+    sweep = load_sweep(Path(__file__).resolve().parents[1] / "sweeps" / name)
+    assert sweep.points and all(p.loaded is not None for p in sweep.points)

@@ -17,6 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+_STYLES = ["-", "--", ":", "-."]
+_MARKERS = ["o", "s", "^", "D", "v", "x"]
+
+
 def relative_values(table: pd.DataFrame, metric: str, baseline: str) -> pd.Series:
     """[rows] baseline router's ``metric`` at the same point divided by each row's ``metric``."""
     ok = table[table.status == "ok"]
@@ -40,12 +44,19 @@ def sweep_plots(table: pd.DataFrame, axes: list[str], metric: str, out_dir: Path
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         numeric = pd.api.types.is_numeric_dtype(ok[axis])
         group_cols = ["router", *others]
+        # Colour says the router; line style and marker say the other axes' values.
+        routers = list(dict.fromkeys(ok.router))
+        combos = list(dict.fromkeys(map(tuple, ok[others].to_numpy()))) if others else [()]
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         for keys, g in ok.groupby(group_cols, sort=False):
             keys = keys if isinstance(keys, tuple) else (keys,)
+            c = combos.index(tuple(keys[1:])) if others else 0
+            style = {"color": colours[routers.index(keys[0]) % len(colours)],
+                     "linestyle": _STYLES[c % len(_STYLES)], "marker": _MARKERS[c % len(_MARKERS)]}
             label = str(keys[0]) + (" (" + ", ".join(f"{o}={v}" for o, v in zip(others, keys[1:])) + ")" if others else "")
             g = g.sort_values(axis) if numeric else g
             x = g[axis] if numeric else g[axis].astype(str)
-            ax.plot(x, g["_y"] * (1e3 if metric.endswith("_s") and not relative_to else 1), marker="o", label=label)
+            ax.plot(x, g["_y"] * (1e3 if metric.endswith("_s") and not relative_to else 1), label=label, **style)
         if log_x and numeric:
             ax.set_xscale("log", base=2)
         if numeric and ok[axis].nunique() <= 12:
