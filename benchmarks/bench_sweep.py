@@ -8,7 +8,7 @@ workers. The CPU may be shared with other jobs, so the modes are interleaved ``-
 the best and median of each are reported with the load average. Serial runs twice per repetition:
 with torch's default thread count and with one thread; the faster is the baseline.
 
-    python benchmarks/bench_sweep.py [--seq-len 1024] [--workers 2] [--repeat 3] [--dask]
+    python benchmarks/bench_sweep.py [--seq-len 4096] [--workers 2] [--repeat 3] [--dask]
 """
 
 from __future__ import annotations
@@ -44,6 +44,18 @@ print(time.perf_counter() - t, out.points.elapsed_s.sum(), out.failed)
 """
 
 
+SPIN = "import time\nt = time.perf_counter()\nx = 0\nfor i in range(15_000_000):\n    x += i\nprint(time.perf_counter() - t)"
+
+
+def parallel_capacity(workers: int) -> float:
+    """How many cores' worth of pure-Python work ``workers`` concurrent processes get right now
+    (workers x time alone / time together; = workers on an idle machine with that many cores)."""
+    alone = float(subprocess.run([sys.executable, "-c", SPIN], capture_output=True, text=True).stdout)
+    procs = [subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE, text=True) for _ in range(workers)]
+    together = max(float(p.communicate()[0]) for p in procs)
+    return workers * alone / together
+
+
 def load() -> str:
     return "load %.2f %.2f %.2f" % os.getloadavg()
 
@@ -59,7 +71,7 @@ def timed(sweep_file: Path, mode: str, workers: int, tmp: Path, tag: str) -> tup
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seq-len", type=int, default=1024, help="tokens per GPU in each point")
+    ap.add_argument("--seq-len", type=int, default=4096, help="tokens per GPU in each point (4096: the quickstart as shipped)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="interleaved repetitions of each mode")
     ap.add_argument("--dask", action="store_true", help="also time a Dask LocalCluster of --workers workers")
@@ -83,6 +95,9 @@ def main() -> int:
     # gets here. The baseline is whichever serial run is faster, so the ratio never flatters the pool.
     modes = ["serial", "serial1", "pool"] + (["dask"] if args.dask else [])
     print(f"64 points, seq_len {args.seq_len}, {os.cpu_count()} CPUs, {args.workers} workers; {load()}")
+    cap = parallel_capacity(args.workers)
+    print(f"CPU check: {args.workers} concurrent processes get {cap:.2f} cores' worth of work right now "
+          f"(best possible pool ratio ~{1 / cap:.2f} before start-up costs)")
     walls: dict[str, list[float]] = {m: [] for m in modes}
     tables: dict[str, Path] = {}
     for rep in range(args.repeat):
@@ -100,7 +115,7 @@ def main() -> int:
         print(f"{mode}: best {min(walls[mode]):.1f} s = {min(walls[mode]) / best_serial:.2f} x best serial "
               f"({best_serial:.1f} s); median {statistics.median(walls[mode]):.1f} s = "
               f"{statistics.median(walls[mode]) / med_serial:.2f} x median serial (target <= 0.60)")
-    print(f"tables identical across modes: {same}; {load()}")
+    print(f"tables identical across modes: {same}; {load()}; CPU check now: {parallel_capacity(args.workers):.2f} cores")
     return 0 if same else 1
 
 
