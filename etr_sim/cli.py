@@ -22,7 +22,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from etr_sim.report.table import format_table, view_for
     from etr_sim.report.writer import default_out_dir, write_report
 
-    loaded = load_scenario(args.scenario)
+    if args.quick:
+        from etr_sim.config.base import read_yaml
+        from etr_sim.config.load import load_scenario_dict
+        from etr_sim.config.reduce import QUICK_OVERRIDES_DOC, quick
+
+        loaded = load_scenario_dict(quick(read_yaml(args.scenario)), args.scenario)
+        print(QUICK_OVERRIDES_DOC, file=sys.stderr)
+    else:
+        loaded = load_scenario(args.scenario)
     s = loaded.scenario
     with Progress(enabled=not args.quiet) as progress:
         result = run(loaded, progress=progress.update)
@@ -191,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("scenario", help="scenario YAML file")
     r.add_argument("--out", help="report folder (default reports/<scenario>/<run-id>)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--quick", action="store_true",
+                   help="a reduced run (same cluster and routers, far fewer tokens and layers) to check a scenario fast")
     r.set_defaults(func=_cmd_run)
     v = sub.add_parser("validate", help="check scenario or topology files without running them")
     v.add_argument("files", nargs="+")

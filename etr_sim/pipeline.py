@@ -253,6 +253,7 @@ class StepBuilder:
             dense_f = C.dense_ffn_forward_s(m, tokens, par.tp, s.compute) * ones
             shared_f = m.shared_experts * C.expert_ffn_time_s(np.full((g_s, 1), par.tokens_per_gpu), m, s.compute)
             stage_f, stage_b = [], []
+            recompute = self.training and s.memory.activation_recompute == "full"
             for mb in range(n_mb):
                 ops_f, ops_b = [], []
                 for li, layer in enumerate(layers):
@@ -276,7 +277,8 @@ class StepBuilder:
                         f += self._tp_wrap(stage, Compute("dense_ffn", "dense_ffn", dense_f))
                         b += self._tp_wrap(stage, Compute("dense_ffn", "dense_ffn", 2 * dense_f))
                     ops_f += f
-                    ops_b = b + ops_b  # backward runs the layers in reverse
+                    # Backward runs the layers in reverse; full recompute replays each layer's forward first.
+                    ops_b = (f + b if recompute else b) + ops_b
                 if self.training and stage == lay.pp - 1:
                     head = C.lm_head_forward_s(m, tokens, par.tp, s.compute) * ones
                     ops_f.append(Compute("lm_head", "lm_head", head))

@@ -140,3 +140,16 @@ def test_bad_training_stage_override_is_a_config_error(tmp_path):
     paths = {p.path for p in info.value.problems}
     assert "training.stages[0].activations.cluster_strength" in paths
     assert "training.stages[1].step" in paths
+
+
+def test_full_recompute_trades_time_for_memory(tmp_path):
+    results = {}
+    for mode in ("none", "full"):
+        path = tmp_path / f"{mode}.yaml"
+        path.write_text(yaml.safe_dump({**TRAINING, "memory": {"activation_recompute": mode},
+                                        "routers": [{"kind": "etr"}], "training": {"steps": 1}}))
+        results[mode] = run(load_scenario(path)).summary.iloc[0]
+    assert results["full"].step_s > results["none"].step_s
+    assert results["full"].memory_activations_bytes < results["none"].memory_activations_bytes
+    # Replaying the forward adds about one forward (1/3 of forward + backward compute) per layer.
+    assert results["full"].compute_s == pytest.approx(results["none"].compute_s * 4 / 3, rel=0.1)

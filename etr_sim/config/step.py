@@ -57,7 +57,8 @@ class MemorySpec(Strict):
     Bytes per parameter: ``param_bytes`` (bf16 weights) + ``grad_bytes`` (fp32 main grads) +
     ``optimizer_bytes`` (fp32 master, Adam m and v), the last sharded over the data-parallel replicas
     when ``distributed_optimizer``. Activations per layer and micro-batch follow Korthikanti et al.
-    (2022) with sequence parallelism: s*b*h*(34 + 5*a*s/h)/t bytes, times the micro-batches in flight.
+    (2022) with sequence parallelism: s*b*h*(34 + 5*a*s/h)/t bytes (the 5*a*s/h term only without
+    FlashAttention-style kernels), times the micro-batches in flight.
     """
 
     param_bytes: NonNeg = 2.0
@@ -65,6 +66,9 @@ class MemorySpec(Strict):
     optimizer_bytes: NonNeg = 12.0
     distributed_optimizer: bool = True
     activation_recompute: Literal["none", "full"] = "none"
+    flash_attention: bool = Field(
+        True, description="attention kernels keep no s x s score matrix (drops the 5*a*s/h term of the formula)"
+    )
 
 
 class TrainingStage(Strict):

@@ -101,6 +101,7 @@ def dynamic_capacity(
     m = np.bincount(bucket, minlength=num_buckets).astype(np.float64)  # [B]
     r = np.bincount(bucket[resonant], minlength=num_buckets).astype(np.float64)
     q_sum = np.bincount(bucket[resonant], weights=ndtr(-score[resonant] * math.sqrt(hidden_size)), minlength=num_buckets)
+    q_sum = q_sum.astype(np.float64)  # bincount of no weights at all comes back as int64
     q = np.divide(q_sum, r, out=np.zeros_like(q_sum), where=r > 0)
     a = rule.resonance_alpha
     significant = r > a * m + rule.detection_sigmas * np.sqrt(a * (1.0 - a) * m)

@@ -44,14 +44,15 @@ def stage_params(model: ModelSpec, par: ParallelismSpec, layers: list[int], firs
     return StageParams(dense, expert)
 
 
-def activation_bytes_per_layer(model: ModelSpec, par: ParallelismSpec, moe_rows_ratio: float, moe: bool) -> float:
+def activation_bytes_per_layer(model: ModelSpec, par: ParallelismSpec, moe_rows_ratio: float, moe: bool,
+                               flash_attention: bool = True) -> float:
     """Korthikanti et al. (2022) with sequence parallelism: s*b*h*(34 + 5*a*s/h)/t bytes per layer.
 
     The MLP's share of the 34 (19 s*b*h) scales with the rows an expert GPU holds relative to its
     own tokens (``moe_rows_ratio``: top-k fan-out, padding, imbalance).
     """
     s, b, h, a, t = par.seq_len, par.micro_batch_size, model.hidden_size, model.num_attention_heads, par.tp
-    attn = s * b * h * (15.0 + 5.0 * a * s / h) / t
+    attn = s * b * h * (15.0 + (0.0 if flash_attention else 5.0 * a * s / h)) / t
     mlp = 19.0 * s * b * h / t
     return attn + (mlp * moe_rows_ratio if moe else mlp)
 
@@ -78,9 +79,10 @@ def gpu_memory_bytes(
     act_bytes = DTYPE_BYTES[model.activation_dtype] / 2.0  # the formula counts 16-bit activations
     if mem.activation_recompute == "full":
         per_mb = len(layers) * 2.0 * par.seq_len * par.micro_batch_size * model.hidden_size / par.tp
-        acts = per_mb * in_flight + activation_bytes_per_layer(model, par, moe_rows_ratio, True)
+        acts = per_mb * in_flight + activation_bytes_per_layer(model, par, moe_rows_ratio, True, mem.flash_attention)
     else:
-        per_mb = sum(activation_bytes_per_layer(model, par, moe_rows_ratio, model.is_moe_layer(i)) for i in layers)
+        per_mb = sum(activation_bytes_per_layer(model, par, moe_rows_ratio, model.is_moe_layer(i), mem.flash_attention)
+                     for i in layers)
         acts = per_mb * in_flight
     return {
         "weights_bytes": total_params * mem.param_bytes,
