@@ -1,11 +1,14 @@
 """Command line: parse, load, call the pipeline, print. No modelling logic lives here.
 
-Exit codes: 0 success, 2 bad input (file, YAML path and value are printed), 1 internal error.
+Exit codes: 0 success, 2 bad input (file, YAML path and value are printed), 1 internal error,
+3 (sweep only) the sweep finished but some points failed (how many is printed; see points.csv),
+130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -22,7 +25,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from etr_sim.report.writer import Interrupted, default_out_dir, write_report
 
     limit = parse_bytes(args.max_memory) if args.max_memory else None
-    loaded = load_scenario(args.scenario)
+    if args.quick:
+        from etr_sim.config.base import read_yaml
+        from etr_sim.config.load import load_scenario_dict
+        from etr_sim.config.reduce import QUICK_OVERRIDES_DOC, quick
+
+        loaded = load_scenario_dict(quick(read_yaml(args.scenario)), args.scenario)
+        print(QUICK_OVERRIDES_DOC, file=sys.stderr)
+    else:
+        loaded = load_scenario(args.scenario)
     s = loaded.scenario
     est = check(loaded, limit)  # refuses (exit 2) a run that would not fit, naming the knob to turn
     if not args.quiet:
@@ -66,6 +77,56 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             failed += 1
     return 2 if failed else 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from etr_sim.report.sweep_plots import sweep_plots
+    from etr_sim.sweep import default_out_dir, load_sweep, make_executor, run_sweep, write_tables
+
+    sweep = load_sweep(args.sweep)
+    out = Path(args.out) if args.out else default_out_dir(sweep)
+    executor = make_executor(args.workers, args.scheduler, args.dask_local)
+    print(f"{sweep.spec.name}: {len(sweep.points)} points x {len(sweep.router_labels)} routers "
+          f"on {executor.description}; output {out}")
+    cache = Path(args.cache) if args.cache else out / "points"
+    try:
+        outcome = run_sweep(sweep, executor, cache, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished points are cached in {cache}; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    finally:
+        executor.close()
+    write_tables(sweep, outcome, out)
+    plot = sweep.spec.plot
+    metric = args.metric or plot.metric
+    metrics = [c for c in outcome.table.columns if c not in ("point", "router", "status", "error", "key",
+                                                              *sweep.axis_columns)]
+    if metrics and metric not in metrics:
+        where = "--metric" if args.metric else f"{sweep.source}: plot.metric"
+        print(f"error: {where}: not a metric of the results (got {metric!r}); choose from {', '.join(metrics)}",
+              file=sys.stderr)
+        return 2
+    files = sweep_plots(outcome.table, sweep.axis_columns, metric, out / "plots",
+                        relative_to=plot.relative_to if args.metric is None else None, log_x=plot.log_x,
+                        title=sweep.spec.name)
+    print(f"points: {outcome.ran} run, {outcome.cached} from cache, {outcome.failed} failed, "
+          f"{outcome.invalid} invalid (skipped), {outcome.redone_corrupt} corrupt cache file(s) redone")
+    for _, row in outcome.points[outcome.points.status == "failed"].iterrows():
+        first = str(row.error).splitlines()[0] if row.error else ""
+        print(f"  failed point {row.point}: {first}", file=sys.stderr)
+    print(f"results: {out / 'results.parquet'} (+ .csv); plots: {', '.join(str(f) for f in files) or 'none'}")
+    return 3 if outcome.failed else 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _cmd_topo_show(args: argparse.Namespace) -> int:
@@ -155,10 +216,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.add_argument("--max-memory", help="refuse to run if the estimated peak memory exceeds this (e.g. 2GB, 512MiB); "
                                         "the machine's available memory always applies")
+    r.add_argument("--quick", action="store_true",
+                   help="a reduced run (same cluster and routers, far fewer tokens and layers) to check a scenario fast")
     r.set_defaults(func=_cmd_run)
     v = sub.add_parser("validate", help="check scenario or topology files without running them")
     v.add_argument("files", nargs="+")
     v.set_defaults(func=_cmd_validate)
+    w = sub.add_parser("sweep", help="run a grid of scenarios (cached, resumable); exit 3 if some points failed")
+    w.add_argument("sweep", help="sweep YAML file (see sweeps/README.md)")
+    w.add_argument("--out", help="output folder (default reports/sweeps/<sweep name>)")
+    w.add_argument("--cache", help="cache folder (default <out>/points); share one between sweeps to reuse points")
+    where = w.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, default=max(1, min(4, os.cpu_count() or 1)),
+                       help="local worker processes (default min(4, cores)); 1 runs in this process")
+    where.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="send points to this Dask scheduler")
+    where.add_argument("--dask-local", type=_positive_int, metavar="N", help="start a Dask LocalCluster of N worker processes")
+    w.add_argument("--metric", help="metric to plot against each axis (default: the sweep file's plot.metric)")
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
+    w.set_defaults(func=_cmd_sweep)
     t = sub.add_parser("topo", help="inspect topologies")
     tsub = t.add_subparsers(dest="topo_command", required=True)
     ts = tsub.add_parser("show", help="GPUs, nodes, links by class, per-GPU and bisection bandwidth")
