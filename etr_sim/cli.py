@@ -273,7 +273,7 @@ def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM cleans up (temporary report folder) like Ctrl-C
+    previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM cleans up like Ctrl-C
     try:
         return args.func(args)
     except InternalError as exc:
@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         where = getattr(exc, "where", "")
         print(f"interrupted {where}" if where else "interrupted: no report was written", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
