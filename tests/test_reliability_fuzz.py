@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from etr_sim.config.base import read_yaml
@@ -145,7 +145,7 @@ def check_case(file: Path, tree) -> str:
 
 FAST = settings(max_examples=300, derandomize=True, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))
-SLOW = settings(max_examples=2500, derandomize=True, deadline=None, database=None,
+SLOW = settings(max_examples=5000, derandomize=True, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))
 
 
@@ -153,7 +153,7 @@ SLOW = settings(max_examples=2500, derandomize=True, deadline=None, database=Non
 @given(cases())
 def test_fuzzed_inputs_fail_cleanly(case):
     file, tree, _ = case
-    check_case(file, tree)
+    event(f"{file.parent.name}: {check_case(file, tree)}")  # --hypothesis-show-statistics: ok vs error
 
 
 @pytest.mark.slow
@@ -161,7 +161,7 @@ def test_fuzzed_inputs_fail_cleanly(case):
 @given(cases())
 def test_fuzzed_inputs_fail_cleanly_many(case):
     file, tree, _ = case
-    check_case(file, tree)
+    event(f"{file.parent.name}: {check_case(file, tree)}")
 
 
 # Regressions: each crashed (or exhausted memory) before the fix the fuzzer led to.
