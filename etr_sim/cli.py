@@ -53,6 +53,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"{s.name}: {result.topology.num_gpus} GPUs on {loaded.topology.name}, scope {s.step.scope}, "
           f"{s.model.moe_layers} MoE layer(s), seed {s.seed}")
     print(format_table(result.summary, view_for(s.step.scope)))
+    hbm = s.compute.hbm_capacity_GB * 1e9
+    for row in result.summary.itertuples():
+        if row.memory_bytes > hbm:
+            print(f"warning: {row.router}: estimated {row.memory_bytes / 1e9:.1f} GB per GPU exceeds "
+                  f"compute.hbm_capacity_GB={s.compute.hbm_capacity_GB:g} (see memory_* columns of summary.csv)",
+                  file=sys.stderr)
     print(f"report: {out}")
     return 0
 

@@ -84,8 +84,8 @@ def link_heatmap(links: pd.DataFrame, path: Path, top: int = 24) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 0.28 * len(table) + 1.5))
     im = ax.imshow(table.to_numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=max(1e-9, float(np.nanmax(table.to_numpy()))))
     ax.set_yticks(range(len(table)), [f"{c}: {s}->{d}" for c, s, d in table.index], fontsize=7)
-    ax.set_xticks(range(len(table.columns)), table.columns, fontsize=8)
-    fig.colorbar(im, ax=ax, label="mean utilisation over the step")
+    ax.set_xticks(range(len(table.columns)), table.columns, fontsize=8, rotation=40, ha="right")
+    fig.colorbar(im, ax=ax, label="mean utilisation over the step (blank: link not in that variant)")
     ax.set_title(f"Hottest {len(table)} links")
     _save(fig, path)
 
@@ -111,8 +111,12 @@ def training_plot(steps: pd.DataFrame, path: Path) -> None:
     """Capacity and step time over training stages, one line per router."""
     fig, (ax_c, ax_t) = plt.subplots(1, 2, figsize=(10, 3.6))
     for r, d in steps.groupby("router", sort=False):
-        ax_c.plot(d.step_from, d.capacity, marker="o", label=r)
-        ax_t.plot(d.step_from, d.step_s * 1e3, marker="o", label=r)
+        # Piecewise constant: stage i holds from its first step until the next stage (the last to the end).
+        x = np.r_[d.step_from.to_numpy(), d.step_from.iloc[-1] + d.steps.iloc[-1]]
+        cap = np.r_[d.capacity.to_numpy(), d.capacity.iloc[-1]] if "capacity" in d else np.zeros(len(x))
+        ax_c.plot(x, cap, drawstyle="steps-post", marker="o", markevery=list(range(len(d))), label=r)
+        ax_t.plot(x, np.r_[d.step_s.to_numpy(), d.step_s.iloc[-1]] * 1e3, drawstyle="steps-post", marker="o",
+                  markevery=list(range(len(d))), label=r)
     ax_c.set_xlabel("training step")
     ax_c.set_ylabel("capacity C (slots per group and expert)")
     ax_t.set_xlabel("training step")
