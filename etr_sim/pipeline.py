@@ -16,7 +16,7 @@ from etr_sim import invariants
 from etr_sim.activations import make_batch
 from etr_sim.config import LoadedScenario
 from etr_sim.config.scenario import Scenario
-from etr_sim.metrics import step_metrics
+from etr_sim.metrics import link_series, step_metrics
 from etr_sim.routing.locality import ExpertLocality
 from etr_sim.routing.registry import make_router
 from etr_sim.sim import compute as C
@@ -58,6 +58,7 @@ class RouterStep:
     memory: dict
     expert_load: np.ndarray
     link_bytes: np.ndarray  # [L] bytes each link carried during the step
+    link_series: pd.DataFrame | None = None  # utilisation per link class over the step (first training stage)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class RunResult:
     steps: pd.DataFrame  # one row per (router, training stage)
     expert_load: pd.DataFrame  # (router, training stage, expert, tokens)
     links: pd.DataFrame  # (router, training stage, link) bytes and utilisation
+    link_series: pd.DataFrame  # (router, t_s, link_class) mean and max utilisation over one step
 
 
 def make_layout(s: Scenario, topo: Topology) -> Layout:
@@ -363,13 +365,14 @@ def _simulate(loaded: LoadedScenario, prefix: str, tick) -> tuple[Topology, dict
             builder = StepBuilder(s, topo, layout, mine)
             programs, samples = builder.build()
             net_options = {"message_overhead_s": topo.message_overhead_s, "coalesce_rel": s.collective.coalesce_rel,
-                           "rate_tol_rel": s.collective.rate_tol_rel}
+                           "rate_tol_rel": s.collective.rate_tol_rel, "link_class": topo.link_class}
             sim = StepSimulator(programs, topo.capacity_Bps, topo.latency_s, s.overlap.dp_grad_reduce, net_options)
             step_s = sim.run()
             facts = [{"router": label, "training_stage": ti, **x.facts} for x in samples]
             load = np.sum([x.expert_load for x in samples], axis=0) if samples else np.zeros(s.model.num_experts)
+            series = link_series(sim.net.class_samples, sim.net.classes, step_s) if ti == 0 else None
             runs.append(RouterStep(label, ti, start, n_steps, step_s, sim.rec, facts, builder.memory(samples),
-                                   load, sim.net.bytes_carried.copy()))
+                                   load, sim.net.bytes_carried.copy(), series))
             tick(f"{label} stage {ti}")
     runs.sort(key=lambda r: [x.label for x in s.routers].index(r.router[len(prefix):]))
     n_mb = microbatches(s, layout) if s.step.scope == "training_step" else 1
@@ -392,4 +395,4 @@ def run(loaded: LoadedScenario, progress=None) -> RunResult:
     summary = tables["summary"]
     summary["speedup_vs_first"] = summary.step_s.iloc[0] / summary.step_s
     return RunResult(loaded, parts[0][0], summary, tables["layers"], tables["ops"], tables["steps"],
-                     tables["expert_load"], tables["links"])
+                     tables["expert_load"], tables["links"], tables["link_series"])

@@ -108,3 +108,23 @@ def test_missing_file_and_bad_yaml(tmp_path):
     dup.write_text("name: a\nname: b\n")
     with pytest.raises(ConfigError, match="duplicate key"):
         load_scenario(dup)
+
+
+def test_gemm_dtype_needs_a_peak(tmp_path):
+    data = with_("compute", {"expert_gemm_dtype": "fp8"})
+    err = errors_of(tmp_path, data)
+    assert [p.path for p in err.problems] == ["compute.expert_gemm_dtype"]
+    ok = with_("compute", {"expert_gemm_dtype": "fp8", "peak_tflops_by_dtype": {"fp8": 1979}})
+    assert load(tmp_path, ok).scenario.compute.peak_flops("fp8") == 1979e12
+
+
+def test_fp8_expert_gemms_halve_expert_time():
+    import numpy as np
+
+    from etr_sim.config.scenario import ComputeSpec, ModelSpec
+    from etr_sim.sim.compute import expert_ffn_time_s
+
+    rows = np.array([[4096.0]])
+    bf16 = expert_ffn_time_s(rows, ModelSpec(), ComputeSpec())
+    fp8 = expert_ffn_time_s(rows, ModelSpec(), ComputeSpec(expert_gemm_dtype="fp8", peak_tflops_by_dtype={"fp8": 1978}))
+    assert fp8[0] == pytest.approx(bf16[0] / 2)

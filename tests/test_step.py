@@ -153,3 +153,27 @@ def test_full_recompute_trades_time_for_memory(tmp_path):
     assert results["full"].memory_activations_bytes < results["none"].memory_activations_bytes
     # Replaying the forward adds about one forward (1/3 of forward + backward compute) per layer.
     assert results["full"].compute_s == pytest.approx(results["none"].compute_s * 4 / 3, rel=0.1)
+
+
+def test_link_series_buckets_are_time_weighted_and_bounded():
+    from etr_sim.metrics import link_series
+
+    # One class: 100% busy on [0, 1), idle on [1, 3), 50% on [3, 4). Two buckets of 2 s.
+    samples = [(0.0, np.array([1.0]), np.array([1.0])), (1.0, np.array([0.0]), np.array([0.0])),
+               (3.0, np.array([0.5]), np.array([0.5]))]
+    s = link_series(samples, ("nic",), 4.0, bins=2)
+    assert list(s.mean_util) == pytest.approx([0.5, 0.25])
+    assert list(s.max_util) == pytest.approx([1.0, 0.5])
+
+
+def test_trace_has_stage_lanes_and_link_counters(trained, tmp_path):
+    import json
+
+    from etr_sim.report.trace import write_trace
+
+    _, result = trained
+    write_trace(result.ops, "etr", tmp_path / "t.json", result.link_series)
+    events = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    assert {e["pid"] for e in events if e["ph"] == "X"} == {0, 1}
+    counters = [e for e in events if e["ph"] == "C"]
+    assert counters and all(0 <= e["args"]["mean"] <= e["args"]["max"] + 1e-9 <= 100 + 1e-6 for e in counters)

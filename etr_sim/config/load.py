@@ -128,6 +128,10 @@ def _cross_checks(s: Scenario, topo: TopologySpec) -> list[Problem]:
         out.append(problem("model.num_kv_heads", f"must divide num_attention_heads={m.num_attention_heads}", m.num_kv_heads))
     if m.top_k > m.num_experts:
         out.append(problem("model.top_k", f"larger than model.num_experts={m.num_experts}", m.top_k))
+    for key in ("gemm_dtype", "expert_gemm_dtype"):
+        dtype = getattr(s.compute, key)
+        if dtype not in ("bf16", "fp16") and dtype not in s.compute.peak_tflops_by_dtype:
+            out.append(problem(f"compute.{key}", f"no peak for {dtype}: add compute.peak_tflops_by_dtype.{dtype}", dtype))
     pl = s.placement
     if pl.kind == "explicit":
         if pl.expert_ranks is None or len(pl.expert_ranks) != m.num_experts:

@@ -485,12 +485,24 @@ class ComputeSpec(Strict):
     Memory-bound work (router scores, top-k, token permutation) runs at ``hbm_GBps``.
     """
 
-    peak_tflops: PosFloat = 989.0
+    peak_tflops: PosFloat = Field(989.0, description="dense peak in BF16/FP16 (TFLOP/s)")
+    peak_tflops_by_dtype: dict[Literal["fp8", "fp32"], PosFloat] = Field(
+        default_factory=dict, description="peaks of other GEMM dtypes, e.g. {fp8: 1979} on H100"
+    )
+    gemm_dtype: Literal["bf16", "fp16", "fp8"] = Field("bf16", description="dtype of attention and dense GEMMs")
+    expert_gemm_dtype: Literal["bf16", "fp16", "fp8"] = Field(
+        "bf16", description="dtype of expert GEMMs (DeepSeek-V3 runs them in FP8)"
+    )
     max_efficiency: Fraction = 0.80
     half_efficiency_rows: NonNeg = 237.0
     hbm_GBps: PosFloat = Field(3350.0, description="HBM bandwidth (H100 SXM 3.35 TB/s)")
     hbm_capacity_GB: PosFloat = Field(80.0, description="device memory, for the memory report")
     attention_efficiency: Fraction = Field(0.5, description="fraction of peak reached by the attention score/softmax/value kernels (FlashAttention-2 class)")
+
+    def peak_flops(self, dtype: str) -> float:
+        """FLOP/s peak for GEMMs in ``dtype`` (BF16/FP16 use peak_tflops)."""
+        tflops = self.peak_tflops if dtype in ("bf16", "fp16") else self.peak_tflops_by_dtype[dtype]
+        return tflops * 1e12
 
 
 class Variant(Strict):

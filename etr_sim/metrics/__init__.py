@@ -1,5 +1,5 @@
 """Records -> DataFrames and summary numbers. No simpy processes, no plotting."""
 
-from etr_sim.metrics.step import step_metrics
+from etr_sim.metrics.step import link_series, step_metrics
 
-__all__ = ["step_metrics"]
+__all__ = ["link_series", "step_metrics"]

@@ -63,6 +63,35 @@ def model_flops_per_step(s: Scenario, layout: Layout, microbatches: int) -> floa
     return 3.0 * per_token * tokens
 
 
+def link_series(samples: list, classes: tuple[str, ...], end_s: float, bins: int = 2000) -> pd.DataFrame:
+    """Utilisation per link class over one step, in at most ``bins`` time buckets.
+
+    samples: (start time, mean [C], max [C]) per rate recomputation, each holding until the next.
+    A bucket's ``mean_util`` is the time-weighted mean, ``max_util`` the highest value it saw."""
+    cols = ["t_s", "link_class", "mean_util", "max_util"]
+    if not samples or end_s <= 0:
+        return pd.DataFrame(columns=cols)
+    start = np.array([x[0] for x in samples])  # [T]
+    mean = np.stack([x[1] for x in samples])  # [T, C]
+    peak = np.stack([x[2] for x in samples])
+    times = np.r_[start, end_s]  # [T+1] sample boundaries (each sample holds until the next)
+    dur = np.diff(times).clip(min=0.0)
+    edges = np.linspace(0.0, end_s, bins + 1)
+    width = np.diff(edges)
+    active = np.clip(np.searchsorted(start, edges[:-1], side="right") - 1, 0, len(start) - 1)  # [bins] at bucket start
+    starts_in = np.clip(np.searchsorted(edges, start, side="right") - 1, 0, bins - 1)  # [T] bucket of each start
+    frames = []
+    for c, name in enumerate(classes):
+        integral = np.interp(edges, times, np.r_[0.0, np.cumsum(mean[:, c] * dur)])  # exact: piecewise constant
+        m = np.diff(integral) / width
+        mx = peak[active, c].copy()  # the sample running when the bucket opens ...
+        np.maximum.at(mx, starts_in, peak[:, c])  # ... and every sample that starts inside it
+        keep = np.r_[True, (np.diff(m) != 0) | (np.diff(mx) != 0)]  # drop repeats: counters hold values
+        frames.append(pd.DataFrame({"t_s": edges[:-1][keep], "link_class": name, "mean_util": m[keep],
+                                    "max_util": mx[keep]}))
+    return pd.concat(frames, ignore_index=True)
+
+
 def step_metrics(s: Scenario, layout: Layout, topo: Topology, runs, n_mb: int, order: list[str]) -> dict[str, pd.DataFrame]:
     """Tables of a run; ``n_mb`` micro-batches per step (1 for the MoE-layers scope); ``order``: router labels."""
     training = s.step.scope == "training_step"
@@ -71,7 +100,7 @@ def step_metrics(s: Scenario, layout: Layout, topo: Topology, runs, n_mb: int, o
     a_over_d = row_bytes(m.hidden_size, m.activation_dtype) / row_bytes(m.hidden_size, m.dispatch_dtype)
     a_over_c = row_bytes(m.hidden_size, m.activation_dtype) / row_bytes(m.hidden_size, m.combine_dtype)
     flops = model_flops_per_step(s, layout, n_mb)
-    op_frames, fact_frames, step_rows, load_rows, link_rows = [], [], [], [], []
+    op_frames, fact_frames, step_rows, load_rows, link_rows, series = [], [], [], [], [], []
     for r in runs:
         ops = pd.DataFrame(r.recorder.ops, columns=OP_COLUMNS).assign(router=r.router, training_stage=r.training_stage)
         ops["duration_s"] = ops.end_s - ops.start_s
@@ -112,6 +141,8 @@ def step_metrics(s: Scenario, layout: Layout, topo: Topology, runs, n_mb: int, o
         row["link_util_p50"] = float(np.quantile(used, 0.5)) if len(used) else 0.0
         row["link_util_p99"] = float(np.quantile(used, 0.99)) if len(used) else 0.0
         step_rows.append(row)
+        if r.link_series is not None:
+            series.append(r.link_series.assign(router=r.router))
         load_rows.append(pd.DataFrame({"router": r.router, "training_stage": r.training_stage,
                                        "expert": np.arange(len(r.expert_load)), "tokens": r.expert_load}))
         link_rows.append(pd.DataFrame({
@@ -128,6 +159,7 @@ def step_metrics(s: Scenario, layout: Layout, topo: Topology, runs, n_mb: int, o
         "summary": summary,
         "expert_load": pd.concat(load_rows, ignore_index=True),
         "links": pd.concat(link_rows, ignore_index=True),
+        "link_series": pd.concat(series, ignore_index=True) if series else pd.DataFrame(),
     }
 
 

@@ -1,5 +1,6 @@
 """Perfetto / Chrome trace JSON of one simulated step: a process per pipeline stage with a compute
-and a communication lane, ops as complete events (times in microseconds)."""
+and a communication lane, ops as complete events, and a "links" process with one utilisation
+counter per link class (mean and max over the class's links; times in microseconds)."""
 
 from __future__ import annotations
 
@@ -26,5 +27,21 @@ def trace_events(ops: pd.DataFrame, router: str, training_stage: int = 0) -> lis
     return events
 
 
-def write_trace(ops: pd.DataFrame, router: str, path: Path) -> None:
-    path.write_text(json.dumps({"traceEvents": trace_events(ops, router), "displayTimeUnit": "ms"}), encoding="utf-8")
+LINKS_PID = 10_000
+
+
+def link_events(series: pd.DataFrame, router: str) -> list[dict]:
+    """Counter events: utilisation (%) of each link class over the step."""
+    if series is None or series.empty:
+        return []
+    mine = series[series.router == router]
+    events = [{"ph": "M", "name": "process_name", "pid": LINKS_PID, "args": {"name": "links (utilisation %)"}}]
+    for r in mine.itertuples():
+        events.append({"ph": "C", "name": r.link_class, "pid": LINKS_PID, "ts": r.t_s * 1e6,
+                       "args": {"mean": round(100 * r.mean_util, 3), "max": round(100 * r.max_util, 3)}})
+    return events
+
+
+def write_trace(ops: pd.DataFrame, router: str, path: Path, series: pd.DataFrame | None = None) -> None:
+    events = trace_events(ops, router) + link_events(series, router)
+    path.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}), encoding="utf-8")

@@ -116,7 +116,7 @@ def write_report(result, out_dir: Path) -> Path:
         plots = write_all(result, tmp)
         for router in result.summary.router:
             step = f"trace of {router}"
-            write_trace(result.ops, router, tmp / f"trace-{_safe(router)}.json")
+            write_trace(result.ops, router, tmp / f"trace-{_safe(router)}.json", result.link_series)
         step = "report.md / report.html"
         (tmp / "report.md").write_text(_report_md(result, plots), encoding="utf-8")
         (tmp / "report.html").write_text(_report_html(result, tmp, plots), encoding="utf-8")

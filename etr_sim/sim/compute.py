@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from etr_sim.config.scenario import ComputeSpec, ModelSpec
-from etr_sim.units import DTYPE_BYTES, tflops_to_flops
+from etr_sim.units import DTYPE_BYTES
 
 
 def gemm_efficiency(rows: np.ndarray, spec: ComputeSpec) -> np.ndarray:
@@ -27,7 +27,7 @@ def expert_ffn_time_s(rows: np.ndarray, model: ModelSpec, spec: ComputeSpec) -> 
     rows = np.asarray(rows, dtype=np.float64)
     eff = gemm_efficiency(rows, spec)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(rows > 0, expert_ffn_flops(rows, model) / (tflops_to_flops(spec.peak_tflops) * eff), 0.0)
+        t = np.where(rows > 0, expert_ffn_flops(rows, model) / (spec.peak_flops(spec.expert_gemm_dtype) * eff), 0.0)
     return t.sum(axis=1)
 
 
@@ -35,7 +35,7 @@ def gemm_time_s(flops: float, rows: float, spec: ComputeSpec) -> float:
     """Seconds for a GEMM of ``flops`` whose M dimension is ``rows``."""
     if flops <= 0 or rows <= 0:
         return 0.0
-    return float(flops / (tflops_to_flops(spec.peak_tflops) * gemm_efficiency(rows, spec)))
+    return float(flops / (spec.peak_flops(spec.gemm_dtype) * gemm_efficiency(rows, spec)))
 
 
 def attention_params(model: ModelSpec) -> float:
@@ -52,7 +52,7 @@ def attention_forward_s(model: ModelSpec, tokens: int, seq_len: int, tp: int, sp
     """
     proj = gemm_time_s(2.0 * tokens * attention_params(model) / tp, tokens, spec)
     core_flops = 2.0 * tokens * seq_len * model.hidden_size / tp
-    core = core_flops / (tflops_to_flops(spec.peak_tflops) * spec.attention_efficiency)
+    core = core_flops / (spec.peak_flops(spec.gemm_dtype) * spec.attention_efficiency)
     return proj + core
 
 

@@ -113,11 +113,14 @@ class FlowNetwork:
         message_overhead_s: added once to every flow's delivery (software cost per message).
         coalesce_rel, rate_tol_rel: speed/exactness knobs (module docstring); 0 = exact max-min.
         record_load: keep a ``LinkLoadSample`` per rate recomputation in ``self.samples``.
+        link_class: [L] class of each link; when given, ``self.class_samples`` keeps, per rate
+            recomputation, (time, mean [C], max [C]) utilisation of each class in ``self.classes``
+            (O(links) per recomputation and a few floats of memory: cheap enough to be always on).
     """
 
     def __init__(self, env: simpy.Environment, capacity_Bps: np.ndarray, latency_s: np.ndarray,
                  message_overhead_s: float = 0.0, coalesce_rel: float = 0.0, rate_tol_rel: float = 0.0,
-                 record_load: bool = False):
+                 record_load: bool = False, link_class: tuple[str, ...] | None = None):
         self.env = env
         self.capacity_Bps = np.asarray(capacity_Bps, dtype=np.float64)
         self.latency_s = np.asarray(latency_s, dtype=np.float64)
@@ -126,6 +129,10 @@ class FlowNetwork:
         self.rate_tol_rel = float(rate_tol_rel)
         self.record_load = record_load
         self.samples: list[LinkLoadSample] = []
+        self.classes: tuple[str, ...] = tuple(dict.fromkeys(link_class)) if link_class is not None else ()
+        self._class_id = (np.array([self.classes.index(c) for c in link_class]) if link_class is not None else None)
+        self._class_links = np.bincount(self._class_id, minlength=len(self.classes)) if link_class is not None else None
+        self.class_samples: list[tuple[float, np.ndarray, np.ndarray]] = []
         self.recomputations = 0
         self.bytes_carried = np.zeros(len(self.capacity_Bps))  # [L] bytes of every admitted flow per link
         self._batches: list[_Batch] = []
@@ -252,9 +259,16 @@ class FlowNetwork:
         hop_flow = np.repeat(np.arange(f), np.diff(self._offsets))  # [H]
         self._rate = maxmin_rates(self.capacity_Bps, hop_flow, self._links, f, self.rate_tol_rel)
         self.recomputations += 1
-        if self.record_load:
+        if self.record_load or self._class_id is not None:
             load = np.bincount(self._links, weights=self._rate[hop_flow], minlength=len(self.capacity_Bps))
-            self.samples.append(LinkLoadSample(now, load))
+            if self.record_load:
+                self.samples.append(LinkLoadSample(now, load))
+            if self._class_id is not None:
+                util = load / self.capacity_Bps  # [L]
+                mean = np.bincount(self._class_id, weights=util, minlength=len(self.classes)) / self._class_links
+                peak = np.zeros(len(self.classes))
+                np.maximum.at(peak, self._class_id, util)
+                self.class_samples.append((now, mean, peak))
         with np.errstate(divide="ignore", invalid="ignore"):
             ttf = np.where(np.isfinite(self._rate), self._remaining / self._rate, 0.0)  # [F] s to finish
         first = float(ttf.min())
@@ -291,6 +305,9 @@ class FlowNetwork:
         env = self.env
         while True:
             if not len(self._remaining) and not self._pending:
+                if self._class_id is not None and self.class_samples and self.class_samples[-1][2].any():
+                    zero = np.zeros(len(self.classes))
+                    self.class_samples.append((env.now, zero, zero))  # the network went idle
                 self._wake = env.event()
                 yield self._wake
                 self._last_update_s = env.now
