@@ -104,7 +104,7 @@ def write_report(result, out_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     step = "tables"
     try:
-        for name in ("summary", "steps", "layers", "ops", "links", "expert_load"):
+        for name in ("summary", "steps", "layers", "ops", "links", "link_series", "expert_load"):
             step = f"table {name}"
             frame = getattr(result, name)
             frame.to_csv(tmp / f"{name}.csv", index=False)
