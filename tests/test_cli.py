@@ -96,3 +96,10 @@ def test_schema_is_json(capsys):
     assert main(["schema", "scenario"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert "routers" in schema["properties"]
+
+
+def test_compare_rejects_folders_that_are_not_runs(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", str(tmp_path / "empty"), str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "empty" in err and "missing" in err and "no summary.csv" in err

@@ -70,3 +70,27 @@ def test_placement_kinds_run_end_to_end(root, tmp_path, kind):
     path = tmp_path / "p.yaml"
     path.write_text(text)
     assert main(["run", str(path), "--out", str(tmp_path / "o"), "-q"]) == 0
+
+
+@pytest.mark.parametrize(
+    "placement,path",
+    [
+        ("{kind: explicit}", "placement.expert_ranks"),
+        ("{kind: explicit, expert_ranks: [0, 1]}", "placement.expert_ranks"),
+        ("{kind: explicit, expert_ranks: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 99]}", "placement.expert_ranks"),
+        ("{kind: round_robin, expert_ranks: [0]}", "placement.expert_ranks"),
+        ("{kind: contiguous, replicate_hot: 99}", "placement.replicate_hot"),
+        ("{kind: nearest}", "placement.kind"),
+    ],
+)
+def test_bad_placement_names_path_and_value(root, tmp_path, placement, path):
+    from etr_sim.config import load_scenario
+    from etr_sim.errors import ConfigError
+
+    text = (root / "scenarios/quickstart.yaml").read_text() + f"placement: {placement}\n"
+    scen = tmp_path / "p.yaml"
+    scen.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_scenario(scen)
+    assert any(p.path == path for p in info.value.problems), info.value
+    assert str(scen) in str(info.value)
