@@ -18,6 +18,7 @@ from etr_sim.config import LoadedScenario
 from etr_sim.config.scenario import Scenario
 from etr_sim.metrics import link_series, step_metrics
 from etr_sim.routing.locality import ExpertLocality
+from etr_sim.routing.metrics import add_feature_stats
 from etr_sim.routing.registry import make_router
 from etr_sim.sim import compute as C
 from etr_sim.sim.memory import gpu_memory_bytes, stage_params
@@ -131,6 +132,7 @@ def route_all(s: Scenario, topo: Topology, layout: Layout, activations, routers:
             for i, router in enumerate(routers):
                 router.locality = locality  # locality-aware routers see where experts live
                 decision = router.route(batch)
+                add_feature_stats(decision, batch.hidden)
                 invariants.check_decision(decision, f"router {s.routers[i].label}, stage {stage}, layer {layer}",
                                           expected_nominations(s.routers[i], s.model, batch.num_tokens))
                 out[i][stage, layer, k] = (light, decision)

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter
 from etr_sim.activations.batch import TokenBatch
 from etr_sim.activations.synthetic import generate
 from etr_sim.config.scenario import ModelSpec, RouterSpec, SyntheticActivations
+from etr_sim.routing.metrics import add_feature_stats
 from etr_sim.errors import ConfigError
 from etr_sim.routing import ExpertLocality, make_router
 from etr_sim.routing import functional as F
@@ -89,8 +90,11 @@ def test_dynamic_capacity_moves_from_token_choice_to_expert_choice():
     C falls to about the resonant count (ECR), ETR Corollary 6."""
     model = ModelSpec(num_experts=8, top_k=1)
     spec = {"kind": "etr", "nominations": 1, "capacity": {"rule": "dynamic"}}
-    early = build(spec, model, 4, 256).route(theorem_batch(0.0))
-    late = build(spec, model, 4, 256).route(theorem_batch(0.2))
+    early_batch, late_batch = theorem_batch(0.0), theorem_batch(0.2)
+    early = build(spec, model, 4, 256).route(early_batch)
+    late = build(spec, model, 4, 256).route(late_batch)
+    add_feature_stats(early, early_batch.hidden)
+    add_feature_stats(late, late_batch.hidden)
     assert early.stats["expert_cut_binds"] == 0.0 and early.num_dropped == 0
     assert early.capacity == early.group_expert_load().max()  # C = the largest nominator count
     assert late.stats["expert_cut_binds"] == 1.0

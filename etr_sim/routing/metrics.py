@@ -9,6 +9,8 @@ needs the token features (torch, computed on a deterministic sample for speed).
 - locality_share: kept assignments whose expert sits on the token's own node.
 - calinski_harabasz: between-expert / within-expert dispersion of the tokens each expert keeps
   (ETR's measure of expert homogenisation); a token kept by several experts counts once per expert.
+  It needs the features and costs a GEMM, so routers do not compute it: the pipeline adds it to each
+  sampled decision with ``add_feature_stats`` (routing throughput measures routing alone).
 """
 
 from __future__ import annotations
@@ -80,3 +82,8 @@ def calinski_harabasz(hidden: torch.Tensor, token: np.ndarray, expert: np.ndarra
     if within <= 1e-12:
         return float("nan")
     return (between / (k - 1)) / (within / (m - k))
+
+
+def add_feature_stats(decision, hidden: torch.Tensor) -> None:
+    """Add the feature-based metrics (Calinski-Harabasz) to ``decision.stats``. hidden [N, d]."""
+    decision.stats["calinski_harabasz"] = calinski_harabasz(hidden, decision.token, decision.expert)

@@ -152,7 +152,6 @@ class Router(ABC):
             tokens_unrouted_fraction=float(1.0 - reached.mean()) if batch.num_tokens else 0.0,
             padding_fraction=pad / max(pad + dec.num_kept, 1),
             locality_share=M.locality_share(expert_node == batch.src_node[dec.token]),
-            calinski_harabasz=M.calinski_harabasz(batch.hidden, dec.token, dec.expert),
             **M.load_stats(dec.expert_load()),
             **stats,
         )
