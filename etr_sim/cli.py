@@ -30,6 +30,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from etr_sim.config.load import load_scenario_dict
         from etr_sim.config.reduce import QUICK_OVERRIDES_DOC, quick
 
+        load_scenario(args.scenario)  # the full scenario must be valid first (all its problems, with paths)
         loaded = load_scenario_dict(quick(read_yaml(args.scenario)), args.scenario)
         print(QUICK_OVERRIDES_DOC, file=sys.stderr)
     else:

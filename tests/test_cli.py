@@ -103,3 +103,13 @@ def test_compare_rejects_folders_that_are_not_runs(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "empty"), str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "empty" in err and "missing" in err and "no summary.csv" in err
+
+
+def test_quick_mode_reports_problems_of_the_full_scenario(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nparallelism: {tp: two, ep: 1}\nactivations: {kind: synthetic}\n"
+                   "routers: [{kind: etr}]\ntopology: {name: h100-single-leaf}\n")
+    assert main(["run", str(bad), "--quick", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "parallelism.tp" in err and "two" in err
+    assert not (tmp_path / "o").exists()

@@ -10,12 +10,14 @@ import copy
 
 QUICK_OVERRIDES_DOC = (
     "quick mode: seq_len -> 128 x tp tokens, 1 layer per pipeline stage (MoE if the model has MoE layers), "
-    "one micro-batch per data-parallel replica, 1 sampled MoE layer, at most 2 training stages"
+    "one micro-batch per data-parallel replica, 1 sampled MoE layer, at most 2 training stages, "
+    "variants keep their overrides except parallelism"
 )
 
 
 def quick(data: dict) -> dict:
-    """A reduced copy of a raw scenario mapping (see QUICK_OVERRIDES_DOC)."""
+    """A reduced copy of a raw scenario mapping (see QUICK_OVERRIDES_DOC). Validate ``data`` first:
+    this assumes its sections have the right types."""
     out = copy.deepcopy(data)
     if isinstance(out.get("name"), str):
         out["name"] = f"{out['name']}-quick"  # its own report folder, never mistaken for the full run
