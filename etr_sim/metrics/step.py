@@ -30,19 +30,18 @@ def breakdown(ops: pd.DataFrame, step_s: float) -> dict[str, float]:
     """Mean over pipeline stages of the step's time split (see module docstring)."""
     parts = []
     for _, st in ops[ops.stage >= 0].groupby("stage"):
-        comp, comm = st[st.stream == "compute"], st[st.stream == "comm"]
-        a2a = comm[comm.category == "a2a"]
-        busy = length(_spans(st))
-        exposed_a2a = length(_spans(a2a)) - intersection_length(_spans(a2a), _spans(comp))
-        exposed_comm = busy - length(_spans(comp))
+        comp, comm = _spans(st[st.stream == "compute"]), _spans(st[st.stream == "comm"])
+        a2a = _spans(st[(st.stream == "comm") & (st.category == "a2a")])
+        busy, t_comp, t_a2a = length(_spans(st)), length(comp), length(a2a)
+        exposed_a2a = t_a2a - intersection_length(a2a, comp)
         parts.append({
-            "compute_s": length(_spans(comp)),
-            "a2a_s": length(_spans(a2a)),
-            "other_comm_s": length(_spans(comm)) - length(_spans(a2a)),
-            "overlap_s": intersection_length(_spans(comp), _spans(comm)),
+            "compute_s": t_comp,
+            "a2a_s": t_a2a,
+            "other_comm_s": length(comm) - t_a2a,
+            "overlap_s": intersection_length(comp, comm),
             "idle_s": max(step_s - busy, 0.0),
             "exposed_a2a_s": exposed_a2a,
-            "exposed_other_comm_s": max(exposed_comm - exposed_a2a, 0.0),
+            "exposed_other_comm_s": max(busy - t_comp - exposed_a2a, 0.0),
         })
     return pd.DataFrame(parts).mean().to_dict() if parts else {}
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from etr_sim.activations.stats import calinski_harabasz as feature_ch
+
 CH_SAMPLE = 1024  # assignments used for the Calinski-Harabasz index
 
 
@@ -55,33 +57,20 @@ def locality_share(is_local: np.ndarray) -> float:
 def calinski_harabasz(hidden: torch.Tensor, token: np.ndarray, expert: np.ndarray, sample: int = CH_SAMPLE) -> float:
     """Calinski-Harabasz index of the kept tokens, clustered by the expert that keeps them.
 
-    CH = [tr(B) / (k - 1)] / [tr(W) / (m - k)] on m assignments in k experts; tokens are L2-normalised
-    first (routing looks at directions). Uses an evenly strided sample of ``sample`` assignments
-    (deterministic). Returns NaN when fewer than two experts or no within-expert spread.
-    Args: hidden [N, d]; token, expert [A].
+    Tokens are L2-normalised first (routing looks at directions); an evenly strided sample of
+    ``sample`` assignments is used (deterministic). The index itself is
+    ``activations.stats.calinski_harabasz``. Returns NaN when fewer than two experts or no
+    within-expert spread. Args: hidden [N, d]; token, expert [A].
     """
     a = len(token)
     if a == 0:
         return float("nan")
     pick = np.arange(a) if a <= sample else np.linspace(0, a - 1, sample).astype(np.int64)
-    lab_all, lab = np.unique(expert[pick], return_inverse=True)
-    k, m = len(lab_all), len(pick)
-    if k < 2 or m <= k:
-        return float("nan")
-    x = hidden.index_select(0, torch.from_numpy(token[pick]))  # [m, d] input dtype (index_select: fast gather)
-    norm = torch.linalg.vector_norm(x, dim=-1).float()  # [m]
-    inv = torch.where(norm > 0, 1.0 / norm.clamp_min(1e-30), torch.zeros_like(norm))
-    weight = torch.zeros(k, m)  # [k, m] one-hot of the expert, scaled by 1/|x|: rows get unit norm
-    weight[torch.from_numpy(lab), torch.arange(m)] = inv
-    sums = (weight.to(x.dtype) @ x).double().numpy()  # [k, d] per-expert sums of unit rows
-    counts = np.bincount(lab, minlength=k).astype(np.float64)  # [k]
-    # Rows have unit norm: within = m - sum_k |S_k|^2 / n_k, between = sum_k |S_k|^2 / n_k - |S|^2 / m.
-    explained = float((np.square(sums).sum(-1) / counts).sum())
-    between = explained - float(np.square(sums.sum(0)).sum()) / m
-    within = float((norm > 0).sum()) - explained
-    if within <= 1e-12:
-        return float("nan")
-    return (between / (k - 1)) / (within / (m - k))
+    _, lab = np.unique(expert[pick], return_inverse=True)
+    x = hidden.index_select(0, torch.from_numpy(token[pick])).double()  # [m, d] (index_select: fast gather)
+    x = x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-30)
+    ch = feature_ch(x, torch.from_numpy(lab.astype(np.int64)))
+    return ch if 0.0 < ch < float("inf") else float("nan")
 
 
 def add_feature_stats(decision, hidden: torch.Tensor) -> None:
