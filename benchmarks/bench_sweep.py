@@ -30,12 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys, time
 t = time.perf_counter()
-from etr_sim.sweep import load_sweep, make_executor, run_sweep
+from etr_sim.sweep.execute import make_executor
 sweep_file, mode, n, cache, table = sys.argv[1:6]
 n = int(n)
+# the order of etr-sim sweep: workers start first, then this process loads the sweep
 ex = make_executor(workers=n if mode == "pool" else 1, dask_local=n if mode == "dask" else None,
                    torch_threads=1 if mode == "serial1" else None)
 try:
+    from etr_sim.sweep import load_sweep, run_sweep
     out = run_sweep(load_sweep(sweep_file), ex, cache, progress=False)
 finally:
     ex.close()

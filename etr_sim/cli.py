@@ -18,6 +18,7 @@ from etr_sim.errors import EtrSimError, InternalError
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from etr_sim.config import load_scenario
+    import etr_sim.preload  # noqa: F401 - the fast way to import the pipeline
     from etr_sim.pipeline import run
     from etr_sim.report.progress import Progress
     from etr_sim.report.table import format_table, view_for
@@ -87,23 +88,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from etr_sim.report.sweep_plots import sweep_plots
-    from etr_sim.sweep import default_out_dir, load_sweep, make_executor, run_sweep, write_tables
+    from etr_sim.sweep.execute import make_executor
 
-    sweep = load_sweep(args.sweep)
-    out = Path(args.out) if args.out else default_out_dir(sweep)
+    # workers first: they import the simulator while this process loads and validates the sweep
     executor = make_executor(args.workers, args.scheduler, args.dask_local)
-    print(f"{sweep.spec.name}: {len(sweep.points)} points x {len(sweep.router_labels)} routers "
-          f"on {executor.description}; output {out}")
-    cache = Path(args.cache) if args.cache else out / "points"
+    cache = None
     try:
+        from etr_sim.sweep import default_out_dir, load_sweep, run_sweep
+
+        sweep = load_sweep(args.sweep)
+        out = Path(args.out) if args.out else default_out_dir(sweep)
+        print(f"{sweep.spec.name}: {len(sweep.points)} points x {len(sweep.router_labels)} routers "
+              f"on {executor.description}; output {out}")
+        cache = Path(args.cache) if args.cache else out / "points"
         outcome = run_sweep(sweep, executor, cache, progress=not args.no_progress)
     except KeyboardInterrupt:
+        if cache is None:
+            raise
         print(f"interrupted: finished points are cached in {cache}; run the same command again to resume",
               file=sys.stderr)
         return 130
     finally:
         executor.close()
+    from etr_sim.report.sweep_plots import sweep_plots
+    from etr_sim.sweep import write_tables
+
     write_tables(sweep, outcome, out)
     plot = sweep.spec.plot
     metric = args.metric or plot.metric

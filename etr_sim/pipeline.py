@@ -6,11 +6,10 @@ SimPy -> records -> metrics. Everything before SimPy is plain data that can be p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from etr_sim import invariants
 from etr_sim.activations import make_batch
@@ -128,11 +127,11 @@ def route_all(s: Scenario, topo: Topology, layout: Layout, activations, routers:
             locality = ExpertLocality.from_placement(placed, node)
         for layer, k in pairs:
             batch = make_batch(activations, par.tokens_per_gpu, node, s.seed, layer, sample=k)
-            light = replace(batch, hidden=torch.empty(batch.num_tokens, 0))
+            light = batch.without_inputs()
             for i, router in enumerate(routers):
                 router.locality = locality  # locality-aware routers see where experts live
                 decision = router.route(batch)
-                add_feature_stats(decision, batch.hidden)
+                add_feature_stats(decision, batch)
                 invariants.check_decision(decision, f"router {s.routers[i].label}, stage {stage}, layer {layer}",
                                           expected_nominations(s.routers[i], s.model, batch.num_tokens))
                 out[i][stage, layer, k] = (light, decision)

@@ -101,8 +101,8 @@ def test_stage_series_is_selectable_and_reported():
     b = spec(path=STAGES, stage=steps[-1])
     assert a.index.folder != b.index.folder and a.hidden_size == b.hidden_size == 64
     gpu_node = np.zeros(2, dtype=np.int64)
-    ha = make_batch(a, 128, gpu_node, 0).hidden
-    hb = make_batch(b, 128, gpu_node, 0).hidden
+    ha = make_batch(a, 128, gpu_node, 0).inputs()
+    hb = make_batch(b, 128, gpu_node, 0).inputs()
     assert not torch.equal(ha, hb)
 
 
@@ -134,18 +134,18 @@ def test_captured_batch_layout_determinism_and_layers(tmp_path):
     assert b0.src_gpu.tolist() == sum([[g] * 6 for g in range(4)], [])
     assert b0.src_node.tolist() == sum([[n] * 6 for n in (0, 0, 1, 1)], [])
     # simulated layer 0 -> captured layer 1, layer 1 -> captured layer 3; same tokens in both
-    assert torch.allclose(b1.hidden - b0.hidden, torch.full_like(b0.hidden, 2.0))
+    assert torch.allclose(b1.inputs() - b0.inputs(), torch.full_like(b0.inputs(), 2.0))
     assert np.array_equal(b0.token_id, b1.token_id)
     # hidden value encodes (sequence, position): a GPU's tokens come in whole-sequence runs
-    seq_of = b0.hidden[:, 0].floor().long().numpy() - 1
+    seq_of = b0.inputs()[:, 0].floor().long().numpy() - 1
     assert np.array_equal(seq_of, b0.sequence)
-    assert np.allclose(b0.hidden[:, 0].numpy() - 1 - seq_of, b0.position / 100.0, atol=1e-5)
+    assert np.allclose(b0.inputs()[:, 0].numpy() - 1 - seq_of, b0.position / 100.0, atol=1e-5)
     again = make_batch(s, 6, gpu_node, seed=7, layer=0)
     other = make_batch(s, 6, gpu_node, seed=8, layer=0)
-    assert torch.equal(again.hidden, b0.hidden)
-    assert not torch.equal(other.hidden, b0.hidden)
+    assert torch.equal(again.inputs(), b0.inputs())
+    assert not torch.equal(other.inputs(), b0.inputs())
     wrap = make_batch(spec(path=str(folder), layers=[3]), 6, gpu_node, seed=7, layer=5)
-    assert torch.allclose(wrap.hidden - b0.hidden, torch.full_like(b0.hidden, 2.0))
+    assert torch.allclose(wrap.inputs() - b0.inputs(), torch.full_like(b0.inputs(), 2.0))
 
 
 # -- bad input -----------------------------------------------------------------------------------

@@ -160,3 +160,20 @@ def test_bf16_input_runs(name):
     half = TokenBatch(b.hidden.to(torch.bfloat16), b.src_gpu, b.src_node, b.position)
     dec = router(name).route(half)
     assert dec.num_nominated > 0
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_shared_inputs_route_like_materialised_ones(name):
+    """A batch whose tokens share distinct inputs (captured data: ``rows``) routes exactly like the
+    same batch with every token's input copied out."""
+    b = batch(seed=2)
+    distinct = b.hidden[: len(b.hidden) // 3]
+    rows = np.random.default_rng(0).integers(0, len(distinct), b.num_tokens)
+    shared = TokenBatch(distinct, b.src_gpu, b.src_node, b.position, rows=rows)
+    copied = TokenBatch(shared.inputs(), b.src_gpu, b.src_node, b.position)
+    assert shared.inputs().shape == (b.num_tokens, D)
+    a, c = router(name).route(shared), router(name).route(copied)
+    np.testing.assert_array_equal(a.token, c.token)
+    np.testing.assert_array_equal(a.expert, c.expert)
+    np.testing.assert_allclose(a.weight, c.weight, rtol=1e-6)
+    assert pairs(a.dropped_token, a.dropped_expert) == pairs(c.dropped_token, c.dropped_expert)

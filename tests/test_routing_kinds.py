@@ -93,8 +93,8 @@ def test_dynamic_capacity_moves_from_token_choice_to_expert_choice():
     early_batch, late_batch = theorem_batch(0.0), theorem_batch(0.2)
     early = build(spec, model, 4, 256).route(early_batch)
     late = build(spec, model, 4, 256).route(late_batch)
-    add_feature_stats(early, early_batch.hidden)
-    add_feature_stats(late, late_batch.hidden)
+    add_feature_stats(early, early_batch)
+    add_feature_stats(late, late_batch)
     assert early.stats["expert_cut_binds"] == 0.0 and early.num_dropped == 0
     assert early.capacity == early.group_expert_load().max()  # C = the largest nominator count
     assert late.stats["expert_cut_binds"] == 1.0

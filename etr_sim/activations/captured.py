@@ -76,7 +76,8 @@ def generate(
     captured_layer = use[layer % len(use)]
     src_gpu = np.repeat(np.arange(num_gpus, dtype=np.int64), tokens_per_gpu)
     return TokenBatch(
-        hidden=cap.hidden[captured_layer][rows].float(),  # [N, d]
+        hidden=cap.hidden[captured_layer].float(),  # [U, d]: every captured token of the layer, once
+        rows=rows,  # [N] token -> captured row
         src_gpu=src_gpu,
         src_node=np.asarray(gpu_node, dtype=np.int64)[src_gpu],
         position=position,

@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.special import ndtr, ndtri
 
 from etr_sim.routing.theory import locmoe_min_capacity
 
@@ -77,6 +76,8 @@ def locmoe_capacity(delta: float, d: int, num_experts: int, scale: float) -> int
 
 def resonance_threshold(hidden_size: int, num_experts: int, alpha: float) -> float:
     """tau: the (1 - alpha) quantile of the best of E isotropic cosines ~ N(0, 1/d)."""
+    from scipy.special import ndtri  # here, not at import: scipy costs every run ~0.06 s otherwise
+
     return float(ndtri((1.0 - alpha) ** (1.0 / num_experts))) / math.sqrt(hidden_size)
 
 
@@ -94,6 +95,8 @@ def dynamic_capacity(
     Args: bucket [A] (group * E + expert) and score [A] cosine affinity of every nomination,
     s = tokens_per_group, d = hidden_size, rule a DynamicCapacity spec.
     """
+    from scipy.special import ndtr
+
     if len(bucket) == 0:
         return max(1, rule.min_tokens), {"capacity_resonant_share": 0.0}
     tau = resonance_threshold(hidden_size, num_experts, rule.resonance_alpha)

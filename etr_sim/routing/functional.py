@@ -154,10 +154,25 @@ def threshold_nominations(affinity: torch.Tensor, threshold: float, max_l: int) 
     return top_a, top_e, valid
 
 
-def group_topk(scores: torch.Tensor, group: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Expert choice: each expert takes the top-min(C, N_g) tokens of every group, in one batched top-k.
+def top_per_row(values: np.ndarray, c: int) -> np.ndarray:
+    """[..., n] bool mask of the ``c`` largest entries along the last axis; ties at the cut go to the
+    lower index. Linear-time selection (np.partition): ~5x faster than torch.topk for the large c of
+    expert choice, and single-threaded like the rest of a sweep worker."""
+    n = values.shape[-1]
+    if c >= n:
+        return np.ones(values.shape, dtype=bool)
+    kth = np.partition(values, n - c, axis=-1)[..., n - c : n - c + 1]  # [..., 1] the c-th largest
+    take = values > kth
+    tie = values == kth
+    short = c - take.sum(-1, keepdims=True)  # ties to take at the cut
+    take |= tie & (np.cumsum(tie, axis=-1) <= short)
+    return take
 
-    Groups are gathered into a [Gs, g_max, E] tensor (padded with -inf when sizes differ; a plain
+
+def group_topk(scores: torch.Tensor, group: np.ndarray, capacity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expert choice: each expert takes the top-min(C, N_g) tokens of every group (ties: lower token first).
+
+    Groups are gathered into a [Gs, g_max, E] array (padded with -inf when sizes differ; a plain
     view when the batch is already grouped contiguously in equal sizes, the usual case).
     Args: scores [N, E], group [N] int, capacity C. Returns (token, expert, score) [A], token-major.
     """
@@ -165,32 +180,33 @@ def group_topk(scores: torch.Tensor, group: np.ndarray, capacity: int) -> tuple[
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=np.float32)
+    x = scores.numpy()
     sizes = np.bincount(group)
     sizes = sizes[sizes > 0]
     g_max = int(sizes.max())
     c = min(capacity, g_max)
-    contiguous = bool((sizes == g_max).all() and (np.diff(group) >= 0).all())
-    if contiguous:
-        top_s, top_t = scores.view(len(sizes), g_max, n_exp).transpose(1, 2).topk(c, dim=-1)  # [Gs, E, c]
-        token = (top_t + torch.arange(len(sizes))[:, None, None] * g_max).reshape(-1).numpy()
-        expert = np.broadcast_to(np.arange(n_exp)[None, :, None], top_t.shape).reshape(-1)
-        top_s = top_s.reshape(-1).numpy()
-    else:
-        order = np.argsort(group, kind="stable")  # [N] tokens grouped
-        starts = np.r_[0, np.cumsum(sizes)[:-1]]
-        slot = np.arange(n) - np.repeat(starts, sizes)  # [N] position inside the sorted group
-        row = np.repeat(np.arange(len(sizes)), sizes)
-        index = np.full((len(sizes), g_max), -1, dtype=np.int64)  # [Gs, g_max] token or -1 (pad)
-        index[row, slot] = order
-        grouped = torch.full((len(sizes), g_max, n_exp), -math.inf, dtype=scores.dtype)  # [Gs, g_max, E]
-        grouped[torch.from_numpy(row), torch.from_numpy(slot)] = scores[torch.from_numpy(order)]
-        top_s, top_t = grouped.transpose(1, 2).topk(c, dim=-1)  # [Gs, E, c]
-        token = torch.gather(torch.from_numpy(index)[:, None, :].expand(-1, n_exp, -1), 2, top_t)  # [Gs, E, c]
-        expert = torch.arange(n_exp)[None, :, None].expand_as(token)
-        ok = token >= 0  # groups smaller than c pick padding slots: drop them
-        token, expert, top_s = token[ok].numpy(), expert[ok].numpy(), top_s[ok].numpy()
+    if bool((sizes == g_max).all() and (np.diff(group) >= 0).all()):  # contiguous equal groups
+        grouped = x.reshape(len(sizes), g_max, n_exp)  # [Gs, g_max, E] view
+        take = top_per_row(grouped.transpose(0, 2, 1), c).transpose(0, 2, 1)  # [Gs, g_max, E]
+        gs, slot, expert = np.nonzero(take)  # token-major, experts ascending
+        token = gs * g_max + slot
+        return token, expert.astype(np.int64), x[token, expert]
+    order = np.argsort(group, kind="stable")  # [N] tokens grouped
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    slot = np.arange(n) - np.repeat(starts, sizes)  # [N] position inside the sorted group
+    row = np.repeat(np.arange(len(sizes)), sizes)
+    index = np.full((len(sizes), g_max), -1, dtype=np.int64)  # [Gs, g_max] token or -1 (pad)
+    index[row, slot] = order
+    grouped = np.full((len(sizes), g_max, n_exp), -np.inf, dtype=x.dtype)  # [Gs, g_max, E]
+    grouped[row, slot] = x[order]
+    take = top_per_row(grouped.transpose(0, 2, 1), c).transpose(0, 2, 1)
+    gs, slot, expert = np.nonzero(take)
+    token = index[gs, slot]
+    ok = token >= 0  # groups smaller than c pick padding slots: drop them
+    token, expert = token[ok], expert[ok]
     order = np.lexsort((expert, token))  # token-major like the other routers
-    return token[order], expert[order].astype(np.int64), top_s[order]
+    token, expert = token[order], expert[order].astype(np.int64)
+    return token, expert, x[token, expert]
 
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)

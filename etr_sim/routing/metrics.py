@@ -73,6 +73,7 @@ def calinski_harabasz(hidden: torch.Tensor, token: np.ndarray, expert: np.ndarra
     return ch if 0.0 < ch < float("inf") else float("nan")
 
 
-def add_feature_stats(decision, hidden: torch.Tensor) -> None:
-    """Add the feature-based metrics (Calinski-Harabasz) to ``decision.stats``. hidden [N, d]."""
-    decision.stats["calinski_harabasz"] = calinski_harabasz(hidden, decision.token, decision.expert)
+def add_feature_stats(decision, batch) -> None:
+    """Add the feature-based metrics (Calinski-Harabasz) to ``decision.stats`` (batch: the routed TokenBatch)."""
+    rows = decision.token if batch.rows is None else batch.rows[decision.token]  # [A] row of batch.hidden
+    decision.stats["calinski_harabasz"] = calinski_harabasz(batch.hidden, rows, decision.expert)

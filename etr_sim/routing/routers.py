@@ -107,7 +107,7 @@ class Router(ABC):
     def gate_logits(self, batch: TokenBatch, gate) -> torch.Tensor:
         """[N, E] router logits from a seeded random gate, the fixed GrAP gate, or a loaded weight."""
         if gate == "grap":
-            return F.grap_logits(batch.hidden, self.num_experts)
+            return batch.per_token(lambda h: F.grap_logits(h, self.num_experts))
         weight = self._gates.get(batch.layer)
         if weight is None:
             if gate == "random":
@@ -115,7 +115,7 @@ class Router(ABC):
             else:
                 weight = load_gate(gate.file, gate.tensor, batch.layer, self.hidden_size, self.num_experts)
             self._gates[batch.layer] = weight
-        return F.linear_logits(batch.hidden, weight)
+        return batch.per_token(lambda h: F.linear_logits(h, weight))
 
     def decide(
         self,
@@ -286,7 +286,7 @@ class Etr(Router):
         l_max = s.nominations or self.model.top_k
         if s.nomination_threshold is not None:
             l_max = s.nominations or n_exp
-        affinity = F.grap_affinity(batch.hidden, n_exp)  # [N, E] cosine
+        affinity = batch.per_token(lambda h: F.grap_affinity(h, n_exp))  # [N, E] cosine
         ranking = affinity
         if s.locality_bias > 0:
             bonus = s.locality_bias / math.sqrt(batch.hidden_size)  # z-units -> cosine
@@ -339,7 +339,7 @@ class LocMoE(Router):
 
     def route(self, batch: TokenBatch) -> RoutingDecision:
         s, n_exp, n = self.spec, self.num_experts, batch.num_tokens
-        block = F.grap_block_sums(batch.hidden, n_exp)  # [N, E]
+        block = batch.per_token(lambda h: F.grap_block_sums(h, n_exp))  # [N, E]
         logits = block * (n_exp / batch.hidden_size)  # [N, E] <x, w_i>, LocMoE's gate output
         probs = torch.softmax(logits, dim=-1)  # [N, E]
         tilted = logits
@@ -352,7 +352,7 @@ class LocMoE(Router):
         group = self.groups(batch)
 
         def affinity() -> torch.Tensor:  # cosine, only needed while a capacity is being set
-            return block / (math.sqrt(batch.hidden_size / n_exp) * F.token_norm(batch.hidden))
+            return block / (math.sqrt(batch.hidden_size / n_exp) * batch.per_token(F.token_norm))
 
         bucket = group[token] * n_exp + expert
         num_buckets = (int(group.max()) + 1) * n_exp if n else 0

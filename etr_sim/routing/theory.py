@@ -32,13 +32,14 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy.special import betainc
 
 from etr_sim.seeding import numpy_rng
 
 
 def cap_probability(delta: float | np.ndarray, d: int) -> np.ndarray:
     """p_delta = P(|cos(x, w)| >= delta) for x uniform on the sphere of R^d (LocMoE Theorem 1)."""
+    from scipy.special import betainc  # here, not at import: scipy costs every run ~0.06 s otherwise
+
     return 1.0 - betainc(0.5, (d - 1) / 2.0, np.square(delta))
 
 
@@ -79,6 +80,8 @@ def capacity_table(ds=(512, 4096), ns=(8, 16, 64), deltas=(0.01, 0.02, 0.03, 0.0
 
 def cos_tail(t: np.ndarray, d: int) -> np.ndarray:
     """P(cos(x, u) > t) for x uniform on the unit sphere of R^d and a fixed unit u."""
+    from scipy.special import betainc
+
     t = np.asarray(t, dtype=np.float64)
     half = 0.5 * betainc(0.5, (d - 1) / 2.0, np.square(np.clip(t, -1.0, 1.0)))
     return np.where(t >= 0, 0.5 - half, 0.5 + half)

@@ -15,17 +15,20 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from etr_sim.config.load import LoadedScenario
 from etr_sim.errors import ConfigError, problem
-from etr_sim.sweep.grid import Point
 
-Runner = Callable[[LoadedScenario], list[dict]]
+if TYPE_CHECKING:  # kept out of the import, so starting workers costs nothing (see PoolExecutor)
+    from etr_sim.config.load import LoadedScenario
+    from etr_sim.sweep.grid import Point
+
+Runner = Callable[["LoadedScenario"], list[dict]]
 
 
 def run_scenario(loaded: LoadedScenario) -> list[dict]:
     """The default runner: the normal pipeline; returns the summary table as records (one per router)."""
+    import etr_sim.preload  # noqa: F401 - the fast way to import the pipeline
     from etr_sim.pipeline import run
 
     summary = run(loaded).summary
@@ -88,7 +91,9 @@ class PoolExecutor:
 
     Start method: ``forkserver`` where the platform has it (Linux): one server process imports the
     simulator (torch, pandas, simpy) once and forks every worker from it, so workers start in
-    milliseconds without inheriting this process's threads or state; ``spawn`` elsewhere.
+    milliseconds without inheriting this process's threads or state; ``spawn`` elsewhere. The server
+    starts here, so it imports the simulator while this process goes on (loading the sweep): create
+    the executor first.
     """
 
     def __init__(self, workers: int, torch_threads: int | None = None):
@@ -96,8 +101,11 @@ class PoolExecutor:
         self.torch_threads = torch_threads or max(1, (os.cpu_count() or 1) // workers)
         self.description = f"local process pool, {workers} workers"
         if "forkserver" in multiprocessing.get_all_start_methods():
+            from multiprocessing import forkserver
+
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["etr_sim.pipeline"])
+            ctx.set_forkserver_preload(["etr_sim.preload"])
+            forkserver.ensure_running()  # returns at once; the server preloads in the background
         else:
             ctx = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(workers, mp_context=ctx)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from etr_sim.arrays import distinct, distinct_inverse
 from etr_sim.topology.graph import Topology
 from etr_sim.traffic.matrix import TrafficMatrix
 
@@ -104,7 +105,7 @@ def dispatch_from_decision(matrix: TrafficMatrix, token: np.ndarray, src_gpu: np
     pairs are deduplicated (a token goes to a GPU once, whatever the expert count).
     """
     g = len(matrix.bytes)
-    pair = np.unique(np.asarray(token, dtype=np.int64) * g + np.asarray(dst_gpu, dtype=np.int64))  # [R]
+    pair = distinct(np.asarray(token, dtype=np.int64) * g + np.asarray(dst_gpu, dtype=np.int64))  # [R]
     tok = pair // g
     return Dispatch(matrix, row_bytes, tok, matrix.global_ids(np.asarray(src_gpu)[tok]),
                     matrix.global_ids(pair % g))
@@ -127,7 +128,7 @@ def flowset(topo: Topology, src: np.ndarray, dst: np.ndarray, size: np.ndarray) 
 
 def _pairs(g: int, src: np.ndarray, dst: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sum sizes per (src, dst) pair of global ids < g: returns src, dst, bytes of the non-empty pairs."""
-    key, inv = np.unique(src.astype(np.int64) * g + dst, return_inverse=True)
+    key, inv = distinct_inverse(src.astype(np.int64) * g + dst)
     tot = np.bincount(inv.reshape(-1), weights=size, minlength=len(key))
     nz = tot > 0
     return key[nz] // g, key[nz] % g, tot[nz]
@@ -211,7 +212,7 @@ def deepep(data: TrafficMatrix | Dispatch, topo: Topology) -> CollectivePlan:
     inter = node[src] != node[dst]
     relay = np.where(inter, _rail_peer(topo, node[dst], src % per), src)  # [R]
     # RDMA leg: unique (token, destination node) with the node != the token's node
-    key = np.unique(tok[inter] * g + relay[inter])
+    key = distinct(tok[inter] * g + relay[inter])
     first = np.searchsorted(tok, key // g)  # tok is sorted: any row of the token gives its source
     rdma_src, rdma_dst = src[first], key % g
     s1, d1, b1 = _pairs(g, rdma_src, rdma_dst, np.full(len(key), d.row_bytes))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from etr_sim.arrays import distinct
 from etr_sim.routing.decision import RoutingDecision
 from etr_sim.traffic.placement import Placement
 
@@ -65,7 +66,7 @@ def dispatch_traffic(
     src = src_gpu[decision.token]  # [A]
     dst = placement.gpu_of(src, decision.expert)  # [A]
     if dedup == "gpu":
-        pair = np.unique(decision.token * g + dst)
+        pair = distinct(decision.token * g + dst)
         src, dst = src_gpu[pair // g], pair % g
     rows = np.bincount(src * g + dst, minlength=g * g).reshape(g, g).astype(np.int64)
     return TrafficMatrix("dispatch", rows * row_bytes, rows, gpus)
