@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -22,9 +21,8 @@ class TokenBatch:
     sequence: [N] int64 id of the source sequence (captured data), or None (synthetic data).
     rows:     [N] int64 row of ``hidden`` holding each token's input, or None (one row per token).
               Captured data repeats a few thousand real tokens across the simulated GPUs; routers
-              score each distinct input once (``per_token``) instead of copying it N times.
-
-    Routers read the inputs only through ``per_token`` (row-wise scores).
+              score each distinct input once and ``expand`` row-wise results to the tokens,
+              instead of copying every input N / U times.
     """
 
     hidden: torch.Tensor
@@ -49,15 +47,13 @@ class TokenBatch:
     def num_tokens(self) -> int:
         return len(self.src_gpu)
 
-    def per_token(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """Row-wise ``fn`` of the router inputs, one row per token: ``fn(hidden)`` [U, ...] computed
-        once per distinct input, then expanded to [N, ...]. ``fn`` must treat rows independently."""
-        out = fn(self.hidden)
-        return out if self.rows is None else out.index_select(0, torch.from_numpy(self.rows))
+    def expand(self, x: torch.Tensor) -> torch.Tensor:
+        """A result with one row per distinct input (``hidden``), [U, ...] -> one row per token [N, ...]."""
+        return x if self.rows is None else x.index_select(0, torch.from_numpy(self.rows))
 
     def inputs(self) -> torch.Tensor:
-        """[N, d] each token's router input, materialised (for inspection; routers use ``per_token``)."""
-        return self.per_token(lambda h: h)
+        """[N, d] each token's router input, materialised (for inspection; routers work on ``hidden``)."""
+        return self.expand(self.hidden)
 
     def without_inputs(self) -> TokenBatch:
         """This batch with its router inputs dropped (hidden [N, 0]): what is kept after routing."""

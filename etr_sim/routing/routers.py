@@ -105,9 +105,10 @@ class Router(ABC):
         return ExpertLocality.contiguous_from_batch(self.num_experts, self.ep, batch.src_gpu, batch.src_node)
 
     def gate_logits(self, batch: TokenBatch, gate) -> torch.Tensor:
-        """[N, E] router logits from a seeded random gate, the fixed GrAP gate, or a loaded weight."""
+        """[U, E] router logits of each distinct input (``batch.hidden``; ``batch.expand`` gives [N, E])
+        from a seeded random gate, the fixed GrAP gate, or a loaded weight."""
         if gate == "grap":
-            return batch.per_token(lambda h: F.grap_logits(h, self.num_experts))
+            return F.grap_logits(batch.hidden, self.num_experts)
         weight = self._gates.get(batch.layer)
         if weight is None:
             if gate == "random":
@@ -115,7 +116,7 @@ class Router(ABC):
             else:
                 weight = load_gate(gate.file, gate.tensor, batch.layer, self.hidden_size, self.num_experts)
             self._gates[batch.layer] = weight
-        return batch.per_token(lambda h: F.linear_logits(h, weight))
+        return F.linear_logits(batch.hidden, weight)
 
     def decide(
         self,
@@ -247,9 +248,9 @@ class TokenChoice(Router):
     def route(self, batch: TokenBatch) -> RoutingDecision:
         s = self.spec
         k = s.top_k or self.model.top_k
-        probs = torch.softmax(self.gate_logits(batch, s.gate), dim=-1)  # [N, E]
-        top_p, top_e = F.topk(probs, k)  # [N, k]
-        aux = F.switch_aux_loss(probs, top_e[:, 0]) if batch.num_tokens else 0.0
+        probs = torch.softmax(self.gate_logits(batch, s.gate), dim=-1)  # [U, E] per distinct input
+        top_p, top_e = (batch.expand(t) for t in F.topk(probs, k))  # [N, k]
+        aux = F.switch_aux_loss(batch.expand(probs), top_e[:, 0]) if batch.num_tokens else 0.0
         return _topk_decision(
             self, batch, top_p, top_e, s.capacity_factor, s.padded, s.drop_policy, s.normalize_weights, aux_loss=aux
         )
@@ -264,7 +265,7 @@ class ExpertChoice(Router):
     def route(self, batch: TokenBatch) -> RoutingDecision:
         s, n_exp = self.spec, self.num_experts
         k = s.top_k or self.model.top_k
-        scores = torch.softmax(self.gate_logits(batch, s.gate), dim=-1)  # [N, E]
+        scores = batch.expand(torch.softmax(self.gate_logits(batch, s.gate), dim=-1))  # [N, E]
         group = self.groups(batch)
         capacity = F.capacity_from_factor(s.capacity_factor, _tokens_per_group(group), k, n_exp)
         token, expert, weight = F.group_topk(scores, group, capacity)
@@ -286,17 +287,16 @@ class Etr(Router):
         l_max = s.nominations or self.model.top_k
         if s.nomination_threshold is not None:
             l_max = s.nominations or n_exp
-        affinity = batch.per_token(lambda h: F.grap_affinity(h, n_exp))  # [N, E] cosine
-        ranking = affinity
-        if s.locality_bias > 0:
+        affinity = F.grap_affinity(batch.hidden, n_exp)  # [U, E] cosine of each distinct input
+        if s.locality_bias > 0:  # the bonus depends on the token's GPU: nominate per token
+            token_affinity = batch.expand(affinity)  # [N, E]
             bonus = s.locality_bias / math.sqrt(batch.hidden_size)  # z-units -> cosine
-            ranking = affinity + self.locality_for(batch).local_bonus(batch.src_gpu, bonus)  # [N, E]
-        if s.nomination_threshold is not None:
-            _, top_e, valid = F.threshold_nominations(ranking, s.nomination_threshold, l_max)  # [N, L]
-        else:
-            top_e = F.topk(ranking, l_max)[1]  # [N, l]
-            valid = torch.ones_like(top_e, dtype=torch.bool)
-        top_a = affinity.gather(1, top_e)  # [N, L] true affinity of each nomination
+            local = self.locality_for(batch).local_bonus(batch.src_gpu, bonus)  # [N, E]
+            top_e, valid = self.nominate(token_affinity + local, l_max)
+            top_a = token_affinity.gather(1, top_e)  # [N, L] true affinity of each nomination
+        else:  # nominate once per distinct input
+            top_e, valid = self.nominate(affinity, l_max)
+            top_e, valid, top_a = (batch.expand(t) for t in (top_e, valid, affinity.gather(1, top_e)))
         flat_valid = valid.reshape(-1).numpy()
         token = np.repeat(np.arange(n, dtype=np.int64), top_e.shape[1])[flat_valid]  # token-major
         expert = top_e.reshape(-1).numpy().astype(np.int64)[flat_valid]
@@ -305,7 +305,7 @@ class Etr(Router):
         num_buckets = (int(group.max()) + 1) * n_exp if n else 0
         bucket = group[token] * n_exp + expert
         capacity, cap_stats = self.capacity_from_rule(
-            s.capacity, batch, lambda: affinity, bucket, score, num_buckets, _tokens_per_group(group), l_max
+            s.capacity, batch, lambda: batch.expand(affinity), bucket, score, num_buckets, _tokens_per_group(group), l_max
         )
         keep = F.keep_best_per_bucket(bucket, score, capacity)
         nominators = np.bincount(bucket, minlength=num_buckets)
@@ -317,6 +317,14 @@ class Etr(Router):
             expert_cut_binds=float((nominators > capacity).any()) if len(nominators) else 0.0,
             **cap_stats,
         )
+
+    def nominate(self, ranking: torch.Tensor, l_max: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(experts [R, L], valid [R, L] bool) each row nominates: top-l, or by the cumulative threshold."""
+        if self.spec.nomination_threshold is not None:
+            _, top_e, valid = F.threshold_nominations(ranking, self.spec.nomination_threshold, l_max)
+            return top_e, valid
+        top_e = F.topk(ranking, l_max)[1]
+        return top_e, torch.ones_like(top_e, dtype=torch.bool)
 
     def combine_weights(self, token: np.ndarray, score: np.ndarray, keep: np.ndarray, n: int) -> np.ndarray:
         """[A] combine weights over each token's KEPT experts (the paper leaves this open)."""
@@ -339,7 +347,7 @@ class LocMoE(Router):
 
     def route(self, batch: TokenBatch) -> RoutingDecision:
         s, n_exp, n = self.spec, self.num_experts, batch.num_tokens
-        block = batch.per_token(lambda h: F.grap_block_sums(h, n_exp))  # [N, E]
+        block = batch.expand(F.grap_block_sums(batch.hidden, n_exp))  # [N, E]
         logits = block * (n_exp / batch.hidden_size)  # [N, E] <x, w_i>, LocMoE's gate output
         probs = torch.softmax(logits, dim=-1)  # [N, E]
         tilted = logits
@@ -352,7 +360,7 @@ class LocMoE(Router):
         group = self.groups(batch)
 
         def affinity() -> torch.Tensor:  # cosine, only needed while a capacity is being set
-            return block / (math.sqrt(batch.hidden_size / n_exp) * batch.per_token(F.token_norm))
+            return block / (math.sqrt(batch.hidden_size / n_exp) * batch.expand(F.token_norm(batch.hidden)))
 
         bucket = group[token] * n_exp + expert
         num_buckets = (int(group.max()) + 1) * n_exp if n else 0
@@ -432,7 +440,7 @@ class NodeLimited(Router):
     def route(self, batch: TokenBatch) -> RoutingDecision:
         s = self.spec
         k = s.top_k or self.model.top_k
-        probs = torch.softmax(self.gate_logits(batch, s.gate), dim=-1)  # [N, E]
+        probs = batch.expand(torch.softmax(self.gate_logits(batch, s.gate), dim=-1))  # [N, E]
         loc = self.locality_for(batch)
         node_table = loc.gpu_node[loc.expert_gpu]  # [G, E] node of each expert per source GPU
         compact = torch.from_numpy(node_table - node_table.min(axis=1, keepdims=True))  # node index in the EP group
