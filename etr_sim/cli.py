@@ -1,8 +1,9 @@
 """Command line: parse, load, call the pipeline, print. No modelling logic lives here.
 
 Exit codes: 0 success, 2 bad input (file, YAML path and value are printed), 1 internal error,
-3 (sweep only) the sweep finished but some points failed (how many is printed; see points.csv),
-130 interrupted.
+130 interrupted. ``sweep`` counts failed points in its exit code instead, like GNU parallel does
+for jobs: 1-100 that many points failed (the sweep finished; see points.csv), 101 more than 100
+failed, 255 bad input (command line included; the same messages) or an internal error.
 """
 
 from __future__ import annotations
@@ -78,6 +79,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 from etr_sim.topology import build_topology
 
                 build_topology(load_topology(file), file)
+            elif "axes" in data and "scenario" in data:  # a sweep file: every point is checked
+                from etr_sim.sweep import load_sweep
+
+                sweep = load_sweep(file)
+                print(f"{file}: ok ({len(sweep.points)} points)")
+                continue
             else:
                 load_scenario(file)
             print(f"{file}: ok")
@@ -85,6 +92,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             failed += 1
     return 2 if failed else 0
+
+
+SWEEP_MANY_FAILED = 101  # sweep exit code: more than 100 points failed
+SWEEP_NOT_RUN = 255  # sweep exit code: bad input or internal error
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -122,8 +133,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         where = "--metric" if args.metric else f"{sweep.source}: plot.metric"
         print(f"error: {where}: not a metric of the results (got {metric!r}); choose from {', '.join(metrics)}",
               file=sys.stderr)
-        return 2
-    files = sweep_plots(outcome.table, sweep.axis_columns, metric, out / "plots",
+        return SWEEP_NOT_RUN
+    files = sweep_plots(outcome.table, plot.axes or sweep.axis_columns, metric, out / "plots",
                         relative_to=plot.relative_to if args.metric is None else None, log_x=plot.log_x,
                         title=sweep.spec.name)
     print(f"points: {outcome.ran} run, {outcome.cached} from cache, {outcome.failed} failed, "
@@ -132,7 +143,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         first = str(row.error).splitlines()[0] if row.error else ""
         print(f"  failed point {row.point}: {first}", file=sys.stderr)
     print(f"results: {out / 'results.parquet'} (+ .csv); plots: {', '.join(str(f) for f in files) or 'none'}")
-    return 3 if outcome.failed else 0
+    return min(outcome.failed, SWEEP_MANY_FAILED)
 
 
 def _positive_int(text: str) -> int:
@@ -235,10 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true",
                    help="a reduced run (same cluster and routers, far fewer tokens and layers) to check a scenario fast")
     r.set_defaults(func=_cmd_run)
-    v = sub.add_parser("validate", help="check scenario or topology files without running them")
+    v = sub.add_parser("validate", help="check scenario, topology or sweep files without running them")
     v.add_argument("files", nargs="+")
     v.set_defaults(func=_cmd_validate)
-    w = sub.add_parser("sweep", help="run a grid of scenarios (cached, resumable); exit 3 if some points failed")
+    w = sub.add_parser("sweep", help="run a grid of scenarios (cached, resumable); exit code = number of failed points")
     w.add_argument("sweep", help="sweep YAML file (see sweeps/README.md)")
     w.add_argument("--out", help="output folder (default reports/sweeps/<sweep name>)")
     w.add_argument("--cache", help="cache folder (default <out>/points); share one between sweeps to reuse points")
@@ -249,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--dask-local", type=_positive_int, metavar="N", help="start a Dask LocalCluster of N worker processes")
     w.add_argument("--metric", help="metric to plot against each axis (default: the sweep file's plot.metric)")
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
-    w.set_defaults(func=_cmd_sweep)
+    w.set_defaults(func=_cmd_sweep, error_exit=SWEEP_NOT_RUN)
     t = sub.add_parser("topo", help="inspect topologies")
     tsub = t.add_subparsers(dest="topo_command", required=True)
     ts = tsub.add_parser("show", help="GPUs, nodes, links by class, per-GPU and bisection bandwidth")
@@ -288,16 +299,21 @@ def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on a usage error: for sweep, 2 means two failed points
+        if exc.code == 2 and "sweep" in (sys.argv[1:] if argv is None else argv):
+            return SWEEP_NOT_RUN
+        raise
     previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM cleans up like Ctrl-C
     try:
         return args.func(args)
     except InternalError as exc:
         print(f"etr-sim internal error (please report): {exc}", file=sys.stderr)
-        return 1
+        return getattr(args, "error_exit", 1)
     except EtrSimError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(args, "error_exit", 2)
     except KeyboardInterrupt as exc:
         where = getattr(exc, "where", "")
         print(f"interrupted {where}" if where else "interrupted: no report was written", file=sys.stderr)

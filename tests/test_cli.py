@@ -58,6 +58,17 @@ def test_validate_reports_each_file(root, tmp_path, capsys):
     assert "parallelism" in captured.err and "routers" in captured.err
 
 
+def test_validate_checks_every_point_of_a_sweep(root, tmp_path, capsys):
+    assert main(["validate", str(root / "sweeps/nic-bandwidth-x-router.yaml")]) == 0
+    assert "nic-bandwidth-x-router.yaml: ok (4 points)" in capsys.readouterr().out
+    bad = tmp_path / "bad-sweep.yaml"
+    bad.write_text(f"name: b\nscenario: {root / 'scenarios/quickstart.yaml'}\n"
+                   "axes:\n  - {path: parallelism.ep, values: [16, 3]}\n")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "axes[0].values[1]" in err and "not divisible" in err
+
+
 def test_variants_compare_topologies_side_by_side(root, tmp_path, capsys):
     text = (root / "scenarios/quickstart.yaml").read_text() + (
         "variants:\n"

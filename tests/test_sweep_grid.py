@@ -122,10 +122,11 @@ def test_bad_values_and_shape_reported_together(tmp_path):
     probs = _problems(err.value)
     assert {"axes[1].path", "axes[1].values", "axes[2].name", "axes[2].values"} <= set(probs)
 
-    f = write_sweep(tmp_path / "rel", [{"path": "seed", "values": [0]}], plot={"relative_to": "tcr"})
+    f = write_sweep(tmp_path / "rel", [{"path": "seed", "values": [0]}], plot={"relative_to": "tcr", "axes": ["seed", "nic"]})
     with pytest.raises(ConfigError) as err:
         load_sweep(f)
-    assert _problems(err.value)["plot.relative_to"].value == "tcr"
+    probs = _problems(err.value)
+    assert probs["plot.relative_to"].value == "tcr" and probs["plot.axes[1]"].value == "nic"
 
 
 def test_problem_not_from_an_axis_names_the_points(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -121,40 +122,57 @@ def test_dask_local_cluster_matches_local_pool(nic_sweep, tmp_path):
 
 
 def test_cli_sweep_exit_codes(tmp_path, capsys):
-    f = write_sweep(tmp_path / "in", [{"path": NIC, "name": "nic_gbps", "values": [200, 400]}],
-                    plot={"metric": "dispatch_s", "relative_to": "token_choice"})
+    f = write_sweep(tmp_path / "in", [{"path": NIC, "name": "nic_gbps", "values": [200, 400]},
+                                      {"path": "parallelism.seq_len", "name": "tokens", "values": [4096, 4096]}],
+                    combine="zip", plot={"metric": "dispatch_s", "relative_to": "token_choice", "axes": ["nic_gbps"]})
     out = tmp_path / "out"
     assert main(["sweep", str(f), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
     assert (out / "results.parquet").is_file() and (out / "points.csv").is_file()
-    assert (out / "plots" / "dispatch_s_rel_token_choice_vs_nic_gbps.png").is_file()
+    assert [p.name for p in (out / "plots").iterdir()] == ["dispatch_s_rel_token_choice_vs_nic_gbps.png"]  # plot.axes
     assert "2 run, 0 from cache" in capsys.readouterr().out
     assert main(["sweep", str(f), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
     assert "0 run, 2 from cache" in capsys.readouterr().out
 
     bad = write_sweep(tmp_path / "bad", [{"path": "model.nope", "values": [1]}])
-    assert main(["sweep", str(bad), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "o2"), "--no-progress"]) == 255  # 2: two failed points
     err = capsys.readouterr().err
     assert str(bad) in err and "axes[0].path" in err and "model.nope" in err
 
 
-def test_cli_exit_code_3_when_points_fail(tmp_path, monkeypatch, capsys):
+def test_cli_exit_code_counts_failed_points(tmp_path, monkeypatch, capsys):
     import etr_sim.pipeline
 
     real = etr_sim.pipeline.run
 
     def flaky(loaded):
-        if loaded.topology.node.nic.bandwidth_gbps == 123:
+        if loaded.topology.node.nic.bandwidth_gbps in (123, 124):
             raise RuntimeError("deliberately broken point")
         return real(loaded)
 
     monkeypatch.setattr(etr_sim.pipeline, "run", flaky)  # --workers 1 runs points in this process
-    f = write_sweep(tmp_path / "in", [{"path": NIC, "name": "nic_gbps", "values": [123, 400]}])
+    f = write_sweep(tmp_path / "in", [{"path": NIC, "name": "nic_gbps", "values": [123, 400, 124]}],
+                    set={"parallelism.seq_len": 512})
     out = tmp_path / "out"
-    assert main(["sweep", str(f), "--out", str(out), "--workers", "1", "--no-progress"]) == 3
+    assert main(["sweep", str(f), "--out", str(out), "--workers", "1", "--no-progress"]) == 2  # two failed
     captured = capsys.readouterr()
-    assert "1 failed" in captured.out and "failed point 0: RuntimeError: deliberately broken point" in captured.err
+    assert "2 failed" in captured.out and "failed point 0: RuntimeError: deliberately broken point" in captured.err
     points = pd.read_csv(out / "points.csv")
-    assert list(points.status) == ["failed", "ok"]
+    assert list(points.status) == ["failed", "ok", "failed"]
+
+
+def test_cli_sweep_exit_code_caps_and_usage(tmp_path, monkeypatch):
+    from etr_sim import cli
+    from etr_sim.sweep import run as sweep_run
+
+    real = sweep_run.run_sweep
+
+    def many_failed(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), failed=250)
+
+    monkeypatch.setattr(sweep_run, "run_sweep", many_failed)
+    f = write_sweep(tmp_path / "in", [{"path": NIC, "name": "nic_gbps", "values": [400]}], set={"parallelism.seq_len": 512})
+    assert cli.main(["sweep", str(f), "--out", str(tmp_path / "o"), "--workers", "1", "--no-progress"]) == 101
+    assert cli.main(["sweep", str(f), "--workers", "0"]) == 255  # a usage error is not "two points failed"
 
 
 @pytest.mark.slow

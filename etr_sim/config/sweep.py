@@ -72,6 +72,8 @@ class PlotSpec(Strict):
                         "checked once results exist")
     relative_to: str | None = None
     log_x: bool = False
+    axes: list[str] | None = Field(None, description="axis columns to plot against (default: every axis); in a "
+                                   "zip sweep, axes that only follow another (tp, pp with nodes) need no plot")
 
 
 class SweepSpec(Strict):

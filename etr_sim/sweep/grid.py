@@ -213,6 +213,10 @@ def expand(spec: SweepSpec, sweep_file: str | Path) -> Sweep:
     if baseline is not None and valid and baseline not in router_labels(valid[0].loaded):
         problems.append(problem("plot.relative_to", f"not a router of the scenario; routers: "
                                 f"{', '.join(router_labels(valid[0].loaded))}", baseline))
+    columns = [a.column for a in spec.axes]
+    for i, name in enumerate(spec.plot.axes or []):
+        if name not in columns:
+            problems.append(problem(f"plot.axes[{i}]", f"not an axis column; axes: {', '.join(columns)}", name))
     if spec.invalid_points == "error" or missing_paths:
         problems += list(value_problems.values())
         for p, where in other.values():
