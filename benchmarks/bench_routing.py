@@ -4,9 +4,11 @@ Tokens are never held all at once: a pool of a few distinct bf16 chunks (cluster
 features, so the routers see structure) is generated once, and the stream cycles through it, each
 chunk carrying its own GPUs (whole capacity groups) and positions. For each router the script
 prints one JSON line:
-    router, tokens, seconds, tokens_per_s, read_s, ratio_to_read, peak_rss_bytes
+    router, tokens, seconds, tokens_per_s, read_s, ratio_to_read, warmup_s, peak_rss_bytes
 ratio_to_read = router time / time of one pass reading the same chunks (torch.sum over each bf16
-chunk, re-measured just before each router in the same run): the physical floor. peak_rss_bytes is the process's peak resident
+chunk, re-measured just before each router in the same run): the physical floor. Each router first
+routes one chunk untimed (warmup_s: lazy imports such as numba's kernel, first-call costs), then
+a fresh router of the same spec streams all chunks. peak_rss_bytes is the process's peak resident
 set so far (ru_maxrss, monotone: later routers report at least the earlier peaks).
 
 Usage: python benchmarks/bench_routing.py [--tokens N] [--chunk-gpus G] [--routers etr,locmoe,...]
@@ -106,6 +108,12 @@ def main() -> None:
     for name in args.routers.split(","):
         read_s = read_pass()  # the floor, re-timed next to each router (the CPU is shared)
         router = make_router(adapter.validate_python(ROUTER_SPECS[name]), model, args.ep, args.hidden, 0, locality)
+        # one-time costs of the process, not of the stream: the first call loads lazily imported
+        # code (numba's GrAP kernel: import + cached machine code, ~0.5 s) and warms torch's kernels
+        t0 = time.perf_counter()
+        router.route(next(chunks(pool, 1, args.tokens_per_gpu, args.chunk_gpus, args.gpus_per_node)))
+        warmup_s = time.perf_counter() - t0
+        router = make_router(adapter.validate_python(ROUTER_SPECS[name]), model, args.ep, args.hidden, 0, locality)
         kept = 0
         t0 = time.perf_counter()
         for b in chunks(pool, n_chunks, args.tokens_per_gpu, args.chunk_gpus, args.gpus_per_node):
@@ -121,6 +129,7 @@ def main() -> None:
                     "tokens_per_s": round(n_chunks * rows / sec),
                     "read_s": round(read_s, 3),
                     "ratio_to_read": round(sec / read_s, 2),
+                    "warmup_s": round(warmup_s, 3),
                     "peak_rss_bytes": peak,
                     "kept_assignments": kept,
                     "threads": torch.get_num_threads(),

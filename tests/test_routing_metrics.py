@@ -45,12 +45,16 @@ def test_calinski_harabasz_by_definition():
 )
 def test_keep_best_per_bucket_matches_brute_force(bucket, cap, seed):
     bucket = np.array(bucket, dtype=np.int64)
-    priority = np.random.default_rng(seed).integers(0, 4, len(bucket)).astype(np.float64)  # many ties
-    keep = F.keep_best_per_bucket(bucket, priority, cap)
-    for b in np.unique(bucket):
-        idx = np.flatnonzero(bucket == b)
-        order = sorted(idx, key=lambda i: (-priority[i], i))  # priority desc, then lower index
-        assert set(np.flatnonzero(keep & (bucket == b))) == set(order[:cap])
+    rng = np.random.default_rng(seed)
+    values = np.array([-1.5, -0.0, 0.0, 0.25, 3.0, -np.inf, 1e-40])  # signs, both zeros, a float32 subnormal
+    for priority in (rng.integers(0, 4, len(bucket)).astype(np.float64),  # many ties (radix-sort path)
+                     rng.choice(values, len(bucket)),
+                     rng.integers(0, 4, len(bucket)) + 1e-12 * rng.random(len(bucket))):  # not float32: fallback
+        keep = F.keep_best_per_bucket(bucket, priority, cap)
+        for b in np.unique(bucket):
+            idx = np.flatnonzero(bucket == b)
+            order = sorted(idx, key=lambda i: (-priority[i], i))  # priority desc, then lower index
+            assert set(np.flatnonzero(keep & (bucket == b))) == set(order[:cap])
 
 
 @pytest.mark.parametrize("ties", [False, True])

@@ -347,7 +347,7 @@ class LocMoE(Router):
 
     def route(self, batch: TokenBatch) -> RoutingDecision:
         s, n_exp, n = self.spec, self.num_experts, batch.num_tokens
-        block = batch.expand(F.grap_block_sums(batch.hidden, n_exp))  # [N, E]
+        block, norm = (batch.expand(t) for t in F.grap_stats(batch.hidden, n_exp))  # [N, E], [N, 1]
         logits = block * (n_exp / batch.hidden_size)  # [N, E] <x, w_i>, LocMoE's gate output
         probs = torch.softmax(logits, dim=-1)  # [N, E]
         tilted = logits
@@ -360,7 +360,7 @@ class LocMoE(Router):
         group = self.groups(batch)
 
         def affinity() -> torch.Tensor:  # cosine, only needed while a capacity is being set
-            return block / (math.sqrt(batch.hidden_size / n_exp) * batch.expand(F.token_norm(batch.hidden)))
+            return block / (math.sqrt(batch.hidden_size / n_exp) * norm.clamp_min(1e-12))
 
         bucket = group[token] * n_exp + expert
         num_buckets = (int(group.max()) + 1) * n_exp if n else 0
