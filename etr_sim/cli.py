@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on a usage error: for sweep, 2 means two failed points
-        if exc.code == 2 and "sweep" in (sys.argv[1:] if argv is None else argv):
+        words = sys.argv[1:] if argv is None else argv
+        if exc.code == 2 and next((w for w in words if not w.startswith("-")), None) == "sweep":
             return SWEEP_NOT_RUN
         raise
     previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM cleans up like Ctrl-C
