@@ -75,9 +75,17 @@ def test_sigterm_while_simulating_says_how_far_it_got(tmp_path, monkeypatch, cap
 
 @pytest.mark.slow
 def test_real_sigterm_to_a_cli_process(tmp_path):
-    """A real signal from outside (timing-dependent, so marker-gated)."""
+    """A real signal from outside (timing-dependent, so marker-gated). The quickstart with 8x the
+    tokens runs ~8 s, so the signal lands mid-run, not while the finished process exits."""
+    import yaml
+
+    scen = tmp_path / "long.yaml"
+    data = yaml.safe_load(Path(QUICK).read_text())
+    data["parallelism"]["seq_len"] *= 8
+    data["activations"]["path"] = str(ROOT / data["activations"]["path"])
+    scen.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "etr_sim.cli", "run", QUICK, "--out", str(out), "-q"],
+    proc = subprocess.Popen([sys.executable, "-m", "etr_sim.cli", "run", str(scen), "--out", str(out), "-q"],
                             cwd=ROOT, stderr=subprocess.PIPE, text=True)
     time.sleep(2.0)
     proc.send_signal(signal.SIGTERM)
@@ -85,4 +93,4 @@ def test_real_sigterm_to_a_cli_process(tmp_path):
     if proc.returncode == 0:
         pytest.skip("the run finished before the signal")
     assert proc.returncode == 130 and "interrupted" in err
-    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert not out.exists() and list(tmp_path.iterdir()) == [scen]
