@@ -83,13 +83,13 @@ def calinski_harabasz(x: torch.Tensor, labels: torch.Tensor) -> float:
     k_used = int(used.sum())
     if k_used < 2 or n <= k_used:
         return 0.0
-    mean = x.mean(dim=0)
-    sums = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, labels, x)
-    counts = torch.bincount(labels, minlength=k).to(x.dtype)
-    centers = sums[used] / counts[used, None]
-    between = float((counts[used] * ((centers - mean) ** 2).sum(dim=1)).sum())
-    within = float(((x - (sums / counts.clamp_min(1)[:, None])[labels]) ** 2).sum())
-    return (between / (k_used - 1)) / (within / (n - k_used)) if within > 0 else float("inf")
+    x = x - x.mean(dim=0)  # centred: total dispersion T = sum |x|^2 splits as T = B + W
+    sums = torch.zeros(k, x.shape[1], dtype=x.dtype).index_add_(0, labels, x)[used]  # [K, d]
+    counts = torch.bincount(labels, minlength=k).to(x.dtype)[used]
+    between = float(((sums * sums).sum(dim=1) / counts).sum())  # sum_k n_k |c_k - mean|^2
+    total = float(torch.linalg.vector_norm(x) ** 2)
+    within = total - between  # float64; below 1e-12 of the total it is rounding: no spread (inf)
+    return (between / (k_used - 1)) / (within / (n - k_used)) if within > 1e-12 * total else float("inf")
 
 
 def clustering_stats(hidden: torch.Tensor, offsets: np.ndarray, k: int, seed: int) -> dict[str, float]:
