@@ -94,3 +94,14 @@ def test_node_limited_mask_by_hand():
     assert F.node_limited_mask(scores, node, 2, "top2_sum")[0].tolist() == [True, True, True, True, False, False]
     scores2 = torch.tensor([[0.9, 0.0, 0.5, 0.45, 0.0, 0.3]])
     assert F.node_limited_mask(scores2, node, 1, "top2_sum")[0].tolist() == [False, False, True, True, False, False]
+
+
+@pytest.mark.parametrize("node_score", ["max", "top2_sum"])
+def test_node_limited_mask_shared_layout_matches_per_token(node_score):
+    """[E] node indices (contiguous equal groups: the reshaped fast path, or any other layout) give
+    the mask of the same indices repeated per token; ties included."""
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (200, 12), generator=gen).float()  # many ties
+    for node in (torch.arange(12) // 3, torch.tensor([2, 0, 1, 3] * 3)):
+        per_token = F.node_limited_mask(scores, node.expand(200, 12).clone(), 2, node_score)
+        assert torch.equal(F.node_limited_mask(scores, node, 2, node_score), per_token)

@@ -27,6 +27,11 @@ _HALF = (torch.bfloat16, torch.float16)
 FUSED_MIN_ELEMENTS = 1 << 24  # batches of at least N * d = 16M inputs use the compiled GrAP kernel
 
 
+def _fused(hidden: torch.Tensor) -> bool:
+    """Whether GrAP statistics of ``hidden`` go through the compiled kernel (large CPU bf16/float32)."""
+    return hidden.device.type == "cpu" and hidden.dtype in (torch.bfloat16, torch.float32) and hidden.numel() >= FUSED_MIN_ELEMENTS
+
+
 def grap_stats(hidden: torch.Tensor, num_experts: int) -> tuple[torch.Tensor, torch.Tensor]:
     """([N, E] block sums, [N, 1] L2 norms), float32 accumulated and kept: block i is channels
     [i d/E, (i+1) d/E) of each token; hidden [N, d], d % E == 0.
@@ -36,7 +41,7 @@ def grap_stats(hidden: torch.Tensor, num_experts: int) -> tuple[torch.Tensor, to
     in different orders (results agree to ~1e-6 relative).
     """
     n, d = hidden.shape
-    if hidden.device.type == "cpu" and hidden.dtype in (torch.bfloat16, torch.float32) and n * d >= FUSED_MIN_ELEMENTS:
+    if _fused(hidden):
         from etr_sim.routing import kernels  # numba: imported only when a batch is this large
 
         return kernels.grap_stats(hidden, num_experts)
@@ -52,6 +57,10 @@ def grap_affinity(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:
 
     Args: hidden [N, d] with d % num_experts == 0. Returns [N, E] float32 in [-1, 1].
     """
+    if _fused(hidden):  # the kernel scales each row as it goes: no second [N, E] pass
+        from etr_sim.routing import kernels
+
+        return kernels.grap_stats(hidden, num_experts, cosine=True)[0]
     block, norm = grap_stats(hidden, num_experts)
     return block / (math.sqrt(hidden.shape[1] / num_experts) * norm.clamp_min(1e-12))  # [N, E]
 
@@ -270,19 +279,35 @@ def hashed_topk(key: np.ndarray, num_experts: int, k: int, seed: int) -> np.ndar
 def node_limited_mask(scores: torch.Tensor, expert_node: torch.Tensor, max_nodes: int, node_score: str) -> torch.Tensor:
     """[N, E] bool: experts on the ``max_nodes`` best nodes of each token (DeepSeek-V3 node-limited routing).
 
-    Args: scores [N, E]; expert_node [N, E] int64 compact node index (0..K-1) of each expert for
-    each token; node_score 'max' (best expert per node) or 'top2_sum' (sum of the two best).
+    Args: scores [N, E]; expert_node: compact node index (0..K-1) of each expert, [E] when it is the
+    same for every token (the usual layout) or [N, E]; node_score 'max' (best expert per node) or
+    'top2_sum' (sum of the two best; when experts tie for a node's best, the second is the next
+    lower score). With [E] indices grouping the experts contiguously in equal numbers per node, the
+    node scores are reductions over a [N, K, E/K] view (no scatter over [N, E]).
     """
-    n, _ = scores.shape
+    n, n_exp = scores.shape
     k_nodes = int(expert_node.max()) + 1 if expert_node.numel() else 0
     if k_nodes <= max_nodes:
         return torch.ones_like(scores, dtype=torch.bool)
-    best = torch.full((n, k_nodes), -math.inf).scatter_reduce(1, expert_node, scores, "amax")  # [N, K]
-    if node_score == "top2_sum":
-        is_best = scores == best.gather(1, expert_node)  # [N, E] (ties: every tied expert counts as best)
-        rest = torch.where(is_best, torch.full_like(scores, -math.inf), scores)
-        second = torch.full((n, k_nodes), -math.inf).scatter_reduce(1, expert_node, rest, "amax")  # [N, K]
-        best = best + torch.where(torch.isfinite(second), second, torch.zeros_like(second))
+    grouped = expert_node.dim() == 1 and n_exp % k_nodes == 0 and bool(
+        (expert_node == torch.arange(n_exp) // (n_exp // k_nodes)).all())
+    if grouped:
+        view = scores.view(n, k_nodes, n_exp // k_nodes)  # [N, K, E/K]
+        best = view.amax(-1)  # [N, K]
+        if node_score == "top2_sum":
+            rest = view.masked_fill(view == best[..., None], -math.inf)
+            second = rest.amax(-1)
+            best = best + torch.where(torch.isfinite(second), second, torch.zeros_like(second))
+    else:
+        expert_node = expert_node.expand(n, n_exp)
+        best = torch.full((n, k_nodes), -math.inf).scatter_reduce(1, expert_node, scores, "amax")  # [N, K]
+        if node_score == "top2_sum":
+            is_best = scores == best.gather(1, expert_node)  # [N, E] (ties: every tied expert counts as best)
+            rest = torch.where(is_best, torch.full_like(scores, -math.inf), scores)
+            second = torch.full((n, k_nodes), -math.inf).scatter_reduce(1, expert_node, rest, "amax")  # [N, K]
+            best = best + torch.where(torch.isfinite(second), second, torch.zeros_like(second))
     top_nodes = best.topk(max_nodes, dim=-1).indices  # [N, M]
     chosen = torch.zeros((n, k_nodes), dtype=torch.bool).scatter_(1, top_nodes, True)  # [N, K]
+    if grouped:
+        return chosen.repeat_interleave(n_exp // k_nodes, dim=1)  # [N, E]
     return chosen.gather(1, expert_node)  # [N, E]

@@ -444,7 +444,10 @@ class NodeLimited(Router):
         loc = self.locality_for(batch)
         node_table = loc.gpu_node[loc.expert_gpu]  # [G, E] node of each expert per source GPU
         compact = torch.from_numpy(node_table - node_table.min(axis=1, keepdims=True))  # node index in the EP group
-        node_idx = compact.index_select(0, torch.from_numpy(batch.src_gpu.astype(np.int64)))  # [N, E]
+        if bool((compact == compact[0]).all()):  # every source GPU sees the same layout (the usual case)
+            node_idx = compact[0]  # [E]
+        else:
+            node_idx = compact.index_select(0, torch.from_numpy(batch.src_gpu.astype(np.int64)))  # [N, E]
         mask = F.node_limited_mask(probs, node_idx, s.max_nodes, s.node_score)
         top_p, top_e = F.topk(probs.masked_fill(~mask, -1.0), k)  # [N, k] (-1 < any probability)
         if batch.num_tokens and bool((top_p < 0).any()):
@@ -452,7 +455,7 @@ class NodeLimited(Router):
                 "scenario",
                 problem(f"routers ({self.label}).max_nodes", f"{s.max_nodes} node(s) host fewer than top_k={k} experts", s.max_nodes),
             )
-        picked = np.sort(node_idx.gather(1, top_e).numpy(), axis=1)  # [N, k] node of each pick
+        picked = np.sort((node_idx[top_e] if node_idx.dim() == 1 else node_idx.gather(1, top_e)).numpy(), axis=1)  # [N, k]
         nodes_per_token = 1 + (np.diff(picked, axis=1) != 0).sum(1)  # [N]
         return _topk_decision(
             self, batch, top_p, top_e, s.capacity_factor, s.padded, "probs", s.normalize_weights,
