@@ -193,6 +193,7 @@ def test_compiled_grap_kernel_matches_torch(dtype, monkeypatch):
     got_block, got_norm = kernels.grap_stats(x, E)
     torch.testing.assert_close(got_block, ref_block, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_norm, ref_norm, rtol=1e-6, atol=0)
+    torch.testing.assert_close(kernels.grap_stats(x, E, cosine=True)[0], F.grap_affinity(x, E), rtol=1e-5, atol=1e-6)
     routed = TokenBatch(x, b.src_gpu, b.src_node, b.position)
     slow = {n: router(n).route(routed) for n in ("etr", "etr_dynamic", "locmoe")}
     monkeypatch.setattr(F, "FUSED_MIN_ELEMENTS", 0)  # the kernel everywhere
