@@ -292,7 +292,7 @@ class Etr(Router):
             token_affinity = batch.expand(affinity)  # [N, E]
             bonus = s.locality_bias / math.sqrt(batch.hidden_size)  # z-units -> cosine
             local = self.locality_for(batch).local_bonus(batch.src_gpu, bonus)  # [N, E]
-            top_e, valid = self.nominate(token_affinity + local, l_max)
+            top_e, valid = self.nominate(local.add_(token_affinity), l_max)  # bonus + affinity, in place
             top_a = token_affinity.gather(1, top_e)  # [N, L] true affinity of each nomination
         else:  # nominate once per distinct input
             top_e, valid = self.nominate(affinity, l_max)
@@ -352,7 +352,7 @@ class LocMoE(Router):
         probs = torch.softmax(logits, dim=-1)  # [N, E]
         tilted = logits
         if s.locality_mu > 0:
-            tilted = logits + self.locality_for(batch).local_bonus(batch.src_gpu, s.locality_mu)  # [N, E]
+            tilted = self.locality_for(batch).local_bonus(batch.src_gpu, s.locality_mu).add_(logits)  # [N, E]
         choice = tilted.argmax(dim=-1)  # [N]
         token = np.arange(n, dtype=np.int64)
         expert = choice.numpy().astype(np.int64)
