@@ -7,7 +7,9 @@ for absurd sizes. Terms, each a documented assumption (bytes):
 
 - ``activations``: one router-input batch of a pipeline stage, [N, d] float32 with N = GPUs of the
   stage x tokens_per_gpu and d = activations.hidden_size, plus ``ACT_WORK_COPIES`` working copies
-  (the GrAP / gate router's normalised copy; generation and captured redraw write in place).
+  (the GrAP / gate router's normalised copy; generation writes in place). Captured data holds each
+  distinct captured token once instead: the stored capture (float16, every used layer), one layer
+  as [U, d] float32 plus its working copies, and an int64 row index per token.
 - ``routing``: per router, the [N, E] float32 score tensors alive while routing
   (``SCORE_COPIES``: logits, probabilities, top-k / sort buffers), plus the kept decisions of every
   sampled batch (``DECISION_BYTES_PER_ASSIGNMENT`` per (token, expert) assignment: token, expert,
@@ -103,6 +105,15 @@ KNOBS = {
 }
 
 
+def _activation_bytes(act, n: int, d: int) -> float:
+    """Bytes of one routed batch (see the module doc): [N, d] float32 (+ copies), or for captured
+    data the capture, one [U, d] float32 layer (+ copies) and the [N] row index."""
+    if act.kind != "captured":
+        return 4.0 * n * d * (1 + ACT_WORK_COPIES)
+    u = act.index.num_tokens
+    return 2.0 * u * d * len(set(act.use_layers)) + 4.0 * u * d * (1 + ACT_WORK_COPIES) + 8.0 * n
+
+
 def _scenario_terms(s, topo_spec) -> tuple[dict, int]:
     """Memory terms (bytes) and flow count of one scenario (variant)."""
     from etr_sim.config.scenario import Scenario  # noqa: F401  (documentation: s is a Scenario)
@@ -126,7 +137,7 @@ def _scenario_terms(s, topo_spec) -> tuple[dict, int]:
     routers = len(s.routers)
     k = m.top_k
     terms = {
-        "activations": 4.0 * n * d * (1 + ACT_WORK_COPIES),
+        "activations": _activation_bytes(s.activations, n, d),
         "routing": 4.0 * n * e * SCORE_COPIES + routers * samples * n * k * DECISION_BYTES_PER_ASSIGNMENT,
     }
     chunks = s.overlap.moe_chunks

@@ -31,8 +31,16 @@ def test_estimate_grows_with_tokens_and_gpus_and_stays_cheap():
     base = guard.estimate(load_scenario_dict(data, ROOT / "scenarios/quickstart.yaml"))
     more_tokens = dict(data, parallelism={**data["parallelism"], "seq_len": 8 * data["parallelism"]["seq_len"]})
     big = guard.estimate(load_scenario_dict(more_tokens, ROOT / "scenarios/quickstart.yaml"))
-    assert big.terms["activations"] == pytest.approx(8 * base.terms["activations"])
+    # captured data: the distinct captured rows are held once; only the [N] row index grows
+    n = 16 * data["parallelism"]["seq_len"]
+    assert big.terms["activations"] - base.terms["activations"] == pytest.approx(8.0 * 7 * n)
     assert big.terms["routing"] > base.terms["routing"]
+    synth = dict(data, activations={"kind": "synthetic", "hidden_size": 384})
+    small_s = guard.estimate(load_scenario_dict(synth, ROOT / "scenarios/quickstart.yaml"))
+    big_s = guard.estimate(load_scenario_dict(dict(synth, parallelism=more_tokens["parallelism"]),
+                                              ROOT / "scenarios/quickstart.yaml"))
+    assert big_s.terms["activations"] == pytest.approx(8 * small_s.terms["activations"])
+    assert big_s.terms["activations"] > 8 * base.terms["activations"]  # captured: far below [N, d] float32
     many = dict(data, topology={"name": "dgx-h100", "nodes": 16000})  # 128000 GPUs: estimated, not built
     t0 = time.perf_counter()
     loaded = load_scenario_dict({**many, "parallelism": {**data["parallelism"], "ep": 16}},
@@ -58,7 +66,7 @@ def test_check_refuses_with_estimate_and_knob():
         guard.check(loaded, max_memory_bytes=10**6)
     msg = str(exc.value)
     assert "quickstart.yaml" in msg and "estimated peak memory" in msg and "--max-memory" in msg
-    assert "Largest term: activations" in msg and "seq_len" in msg
+    assert "Largest term: routing" in msg and "fewer tokens per GPU" in msg  # captured inputs are held once
 
 
 def test_check_refuses_more_than_the_machine_has(monkeypatch):
