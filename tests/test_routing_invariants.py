@@ -190,14 +190,39 @@ def test_compiled_grap_kernel_matches_torch(dtype, monkeypatch):
     x = b.hidden.to(dtype)
     monkeypatch.setattr(F, "FUSED_MIN_ELEMENTS", 1 << 62)  # torch everywhere
     ref_block, ref_norm = F.grap_stats(x, E)
-    got_block, got_norm = kernels.grap_stats(x, E)
+    got_block, got_norm, _ = kernels.grap_rows(x, E)
     torch.testing.assert_close(got_block, ref_block, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_norm, ref_norm, rtol=1e-6, atol=0)
-    torch.testing.assert_close(kernels.grap_stats(x, E, cosine=True)[0], F.grap_affinity(x, E), rtol=1e-5, atol=1e-6)
+    cos, _, top = kernels.grap_rows(x, E, cosine=True, top=3)
+    torch.testing.assert_close(cos, F.grap_affinity(x, E), rtol=1e-5, atol=1e-6)
+    assert torch.equal(top, F.topk(cos, 3)[1])  # the kernel's top-k ranks the values it returns
+    table = torch.rand(GPUS, E, generator=torch.Generator().manual_seed(1))  # a tilt per source GPU
+    block, _, tilted = kernels.grap_rows(x, E, top=2, rank_scale=E / D, bonus=table, bonus_row=b.src_gpu)
+    assert torch.equal(tilted, F.topk(table[torch.from_numpy(b.src_gpu)] + block * (E / D), 2)[1])
     routed = TokenBatch(x, b.src_gpu, b.src_node, b.position)
-    slow = {n: router(n).route(routed) for n in ("etr", "etr_dynamic", "locmoe")}
+    grap = [n for n in SPECS if SPECS[n]["kind"] in ("etr", "locmoe") or SPECS[n].get("gate") == "grap"]
+    slow = {n: router(n).route(routed) for n in grap}
     monkeypatch.setattr(F, "FUSED_MIN_ELEMENTS", 0)  # the kernel everywhere
     for name, want in slow.items():
         got = router(name).route(routed)
         np.testing.assert_array_equal(got.token, want.token)
         np.testing.assert_array_equal(got.expert, want.expert)
+        np.testing.assert_array_equal(got.dropped_expert, want.dropped_expert)
+        np.testing.assert_allclose(got.weight, want.weight, rtol=1e-5)
+
+
+def test_compiled_grap_kernel_is_independent_of_threads():
+    """Rows are split into fixed tasks, so the kernel's output is bitwise the same at any thread count."""
+    from etr_sim.routing import kernels
+
+    x = batch(seed=4).hidden.to(torch.bfloat16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernels.grap_rows(x, E, cosine=True, top=2)
+        torch.set_num_threads(2)
+        two = kernels.grap_rows(x, E, cosine=True, top=2)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)

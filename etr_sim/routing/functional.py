@@ -36,17 +36,11 @@ def grap_stats(hidden: torch.Tensor, num_experts: int) -> tuple[torch.Tensor, to
     """([N, E] block sums, [N, 1] L2 norms), float32 accumulated and kept: block i is channels
     [i d/E, (i+1) d/E) of each token; hidden [N, d], d % E == 0.
 
-    Large CPU bf16/float32 batches (>= FUSED_MIN_ELEMENTS) go through ``kernels.grap_stats``, one
+    Large CPU bf16/float32 batches (>= FUSED_MIN_ELEMENTS) go through ``kernels.grap_rows``, one
     pass over the data; smaller ones through torch on a float32 copy. Both accumulate in float32,
     in different orders (results agree to ~1e-6 relative).
     """
-    n, d = hidden.shape
-    if _fused(hidden):
-        from etr_sim.routing import kernels  # numba: imported only when a batch is this large
-
-        return kernels.grap_stats(hidden, num_experts)
-    x = hidden.float()
-    return x.view(n, num_experts, d // num_experts).sum(-1), torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return grap_top(hidden, num_experts, 0)[:2]
 
 
 def grap_affinity(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:
@@ -57,12 +51,41 @@ def grap_affinity(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:
 
     Args: hidden [N, d] with d % num_experts == 0. Returns [N, E] float32 in [-1, 1].
     """
-    if _fused(hidden):  # the kernel scales each row as it goes: no second [N, E] pass
-        from etr_sim.routing import kernels
+    return grap_top(hidden, num_experts, 0, cosine=True)[0]
 
-        return kernels.grap_stats(hidden, num_experts, cosine=True)[0]
-    block, norm = grap_stats(hidden, num_experts)
-    return block / (math.sqrt(hidden.shape[1] / num_experts) * norm.clamp_min(1e-12))  # [N, E]
+
+def grap_top(
+    hidden: torch.Tensor,
+    num_experts: int,
+    k: int,
+    cosine: bool = False,
+    rank_scale: float = 1.0,
+    bonus: torch.Tensor | None = None,
+    bonus_row: np.ndarray | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GrAP statistics of each row of ``hidden`` and its k best experts, in one pass when fused.
+
+    Returns (values [N, E] float32: block sums, or the cosine affinity when ``cosine``; norms [N, 1];
+    top [N, k] int64: the experts ranked by values * rank_scale + bonus[bonus_row], descending,
+    ties to the lower index, as ``topk``). bonus: [R, E] float32 additive tilt (e.g. a locality
+    preference per source GPU), bonus_row [N] its row for each input; None for no tilt.
+    """
+    n, d = hidden.shape
+    if _fused(hidden):  # one read of each row; the top-k is taken while the row is in cache
+        from etr_sim.routing import kernels  # numba: imported only when a batch is this large
+
+        return kernels.grap_rows(hidden, num_experts, cosine, k, rank_scale, bonus, bonus_row)
+    x = hidden.float()
+    values = x.view(n, num_experts, d // num_experts).sum(-1)  # [N, E]
+    norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # [N, 1]
+    if cosine:
+        values = values / (math.sqrt(d / num_experts) * norms.clamp_min(1e-12))
+    if k == 0:
+        return values, norms, torch.zeros((n, 0), dtype=torch.int64)
+    ranking = values * rank_scale if rank_scale != 1.0 else values
+    if bonus is not None:
+        ranking = bonus.index_select(0, torch.from_numpy(np.asarray(bonus_row, dtype=np.int64))).add_(ranking)
+    return values, norms, topk(ranking, k)[1]
 
 
 def grap_logits(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:

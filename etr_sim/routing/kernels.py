@@ -1,9 +1,16 @@
-"""Compiled one-pass kernels (numba) for routing's memory-bound inner loops on large CPU batches.
+"""Compiled one-pass kernels (numba) for GrAP routing on large CPU batches.
 
-GrAP routing needs, for every token, the sum of each of its E channel blocks and its L2 norm.
-Eager torch reads the activations twice for that (strided block sums ~1.6x a plain read, the norm
-~1.1x, measured on the development machine); these kernels read each row once, widen it to a
-float32 row buffer that stays in L1, and accumulate both in float32 (~1.3x a plain read).
+GrAP routing needs, for every token, the sum of each of its E channel blocks and its L2 norm, and
+then each token's best experts. Eager torch reads the activations twice for the statistics (strided
+block sums ~1.6x a plain read, the norm ~1.1x) and makes one more pass over [N, E] per top-k step.
+This kernel reads each row once, widening bf16 to float32 in registers (a bf16 is the top half of
+a float32: two per 32-bit word), accumulates block sums and the sum of squares in float32, scales
+the row to cosines when asked, and picks the row's top-k experts while the row is still in cache.
+
+Rows are split into fixed blocks of ``ROWS_PER_TASK`` and the blocks run in parallel on
+``torch.get_num_threads()`` threads (one thread in sweep workers). A row's results do not depend on
+which thread computes it, so output is identical at any thread count.
+
 numba is imported on first use only: importing it and loading the cached machine code costs
 ~0.5 s per process, which pays off only on large batches (``functional.FUSED_MIN_ELEMENTS``).
 Compiled code is cached on disk (numba ``cache=True``).
@@ -11,61 +18,172 @@ Compiled code is cached on disk (numba ``cache=True``).
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 import torch
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+    # OpenMP first: with torch loaded it is torch's own runtime (the same libgomp.so.1), so the kernel
+    # runs on torch's threads instead of a second pool competing with them for the cores
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+
+ROWS_PER_TASK = 64  # rows per parallel task: fixed, so results never depend on the thread count
+# reassociation lets the float32 reductions vectorise; no 'nnan'/'ninf' (the top-k compares stay IEEE)
+_FAST = {"reassoc", "contract", "nsz", "arcp"}
+_JIT = dict(cache=True, nogil=True, fastmath=_FAST, boundscheck=False)
+_STRICT = dict(cache=True, nogil=True, boundscheck=False)  # rankings: the same float32 ops as torch
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
-def _row_stats(f: np.ndarray, num_experts: int, cosine: bool, sums: np.ndarray, t: int) -> float:
-    """Block sums of float32 row ``f`` into sums[t] (divided by sqrt(d/E) |f| when ``cosine``);
-    returns the row's sum of squares."""
-    g = len(f) // num_experts
+@intrinsic
+def _as_f32(typingctx, word):
+    """Reinterpret the bits of a uint32 as a float32 (free in registers)."""
+    sig = types.float32(types.uint32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def _f32_bits(typingctx, value):
+    """The bits of a float32 as an int32."""
+    sig = types.int32(types.float32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return sig, codegen
+
+
+@numba.njit(**_JIT)
+def _bf16_row(words, g2, vals):
+    """Block sums of one bf16 row into vals [E]; returns its float32 sum of squares.
+    words [d/2] uint32: two bf16 per word, element 2j in the low half (little endian)."""
     ss = np.float32(0.0)
-    for j in range(len(f)):
-        ss += f[j] * f[j]
-    scale = np.float32(1.0)
-    if cosine:
-        scale = np.float32(1.0) / (np.float32(np.sqrt(g)) * max(np.sqrt(ss), np.float32(1e-12)))
-    for e in range(num_experts):
+    for e in range(len(vals)):
         acc = np.float32(0.0)
-        base = e * g
-        for j in range(g):
-            acc += f[base + j]
-        sums[t, e] = acc * scale
+        sq = np.float32(0.0)
+        base = e * g2
+        for j in range(g2):
+            w = words[base + j]
+            lo = _as_f32(w << np.uint32(16))
+            hi = _as_f32(w & np.uint32(0xFFFF0000))
+            acc += lo + hi
+            sq += lo * lo + hi * hi
+        vals[e] = acc
+        ss += sq
     return ss
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
-def _stats_bf16(bits: np.ndarray, num_experts: int, cosine: bool, sums: np.ndarray, sumsq: np.ndarray) -> None:
-    """bits [N, d] uint16: bf16 bit patterns (a bf16 is the top half of a float32)."""
-    n, d = bits.shape
-    buf = np.empty(d, dtype=np.uint32)
-    f = buf.view(np.float32)
-    for t in range(n):
-        row = bits[t]
-        for j in range(d):
-            buf[j] = np.uint32(row[j]) << np.uint32(16)
-        sumsq[t] = _row_stats(f, num_experts, cosine, sums, t)
+@numba.njit(**_JIT)
+def _f32_row(row, g, vals):
+    """Block sums of one float32 row into vals [E]; returns its sum of squares."""
+    ss = np.float32(0.0)
+    for e in range(len(vals)):
+        acc = np.float32(0.0)
+        sq = np.float32(0.0)
+        base = e * g
+        for j in range(g):
+            v = row[base + j]
+            acc += v
+            sq += v * v
+        vals[e] = acc
+        ss += sq
+    return ss
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
-def _stats_f32(x: np.ndarray, num_experts: int, cosine: bool, sums: np.ndarray, sumsq: np.ndarray) -> None:
-    for t in range(x.shape[0]):
-        sumsq[t] = _row_stats(x[t], num_experts, cosine, sums, t)
+@numba.njit(**_STRICT)
+def _finish_row(vals, ss, g, cosine, top_idx, rank_scale, bonus, keys):
+    """Scale vals to cosines (when asked), then fill top_idx with the row's k best experts by
+    vals * rank_scale + bonus, descending, ties to the lower index (as successive torch.max).
+
+    Branch-free: each expert gets an int64 key, (its score's IEEE bits made monotone) << 32 |
+    (E - 1 - e), so one integer max (vectorised) finds the best score and, among equals, the
+    lowest expert; k such passes give the top-k (inputs are finite)."""
+    if cosine:
+        scale = np.float32(1.0) / (np.float32(np.sqrt(g)) * max(np.sqrt(ss), np.float32(1e-12)))
+        for e in range(len(vals)):
+            vals[e] *= scale
+    n_exp = len(vals)
+    if len(top_idx) == 0:
+        return
+    for e in range(n_exp):
+        bits = _f32_bits(vals[e] * rank_scale + bonus[e] + np.float32(0.0))  # + 0: -0.0 ties +0.0
+        monotone = bits ^ ((bits >> np.int32(31)) & np.int32(0x7FFFFFFF))  # float order as int32
+        keys[e] = (np.int64(monotone) << np.int64(32)) | np.int64(n_exp - 1 - e)
+    for j in range(len(top_idx)):
+        best = keys[0]
+        for e in range(1, n_exp):
+            best = max(best, keys[e])
+        e_best = n_exp - 1 - (best & np.int64(0xFFFFFFFF))
+        top_idx[j] = e_best
+        keys[e_best] = np.iinfo(np.int64).min
 
 
-def grap_stats(hidden: torch.Tensor, num_experts: int, cosine: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """([N, E] float32 block sums, [N, 1] float32 L2 norms) of a CPU bf16 or float32 [N, d] tensor.
+@numba.njit(parallel=True, **_JIT)
+def _grap_bf16(words, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_row):
+    n = words.shape[0]
+    for task in numba.prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        keys = np.empty(vals.shape[1], dtype=np.int64)
+        for t in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
+            ss = _bf16_row(words[t], g // 2, vals[t])
+            sumsq[t] = ss
+            _finish_row(vals[t], ss, g, cosine, top_idx[t], rank_scale, bonus[bonus_row[t]], keys)
 
-    cosine: return the GrAP cosine affinity block / (sqrt(d/E) |x|) in place of the block sums,
-    scaled row by row inside the kernel (no second pass over [N, E])."""
+
+@numba.njit(parallel=True, **_JIT)
+def _grap_f32(x, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_row):
+    n = x.shape[0]
+    for task in numba.prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        keys = np.empty(vals.shape[1], dtype=np.int64)
+        for t in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
+            ss = _f32_row(x[t], g, vals[t])
+            sumsq[t] = ss
+            _finish_row(vals[t], ss, g, cosine, top_idx[t], rank_scale, bonus[bonus_row[t]], keys)
+
+
+def grap_rows(
+    hidden: torch.Tensor,
+    num_experts: int,
+    cosine: bool = False,
+    top: int = 0,
+    rank_scale: float = 1.0,
+    bonus: torch.Tensor | None = None,
+    bonus_row: np.ndarray | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GrAP statistics and top experts of a CPU bf16 or float32 [N, d] tensor (d % (2E) == 0 for bf16).
+
+    Returns (values [N, E] float32: block sums, or the cosine affinity block / (sqrt(d/E) |x|) when
+    ``cosine``; norms [N, 1] float32; top [N, top] int64: each row's best experts by
+    values * rank_scale + bonus[bonus_row], descending, ties to the lower index).
+    bonus: [R, E] float32 per-row additive tilt, picked per row by bonus_row [N] (default none).
+    """
     x = hidden.contiguous()
     n, d = x.shape
-    sums = np.empty((n, num_experts), dtype=np.float32)
+    g = d // num_experts
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    vals = np.empty((n, num_experts), dtype=np.float32)
     sumsq = np.empty(n, dtype=np.float32)
-    if x.dtype == torch.bfloat16:
-        _stats_bf16(x.view(torch.int16).numpy().view(np.uint16), num_experts, cosine, sums, sumsq)
+    top_idx = np.empty((n, top), dtype=np.int64)
+    if bonus is None:
+        table = np.zeros((1, num_experts), dtype=np.float32)
+        rows = np.zeros(n, dtype=np.int64)
     else:
-        _stats_f32(x.numpy(), num_experts, cosine, sums, sumsq)
-    return torch.from_numpy(sums), torch.from_numpy(np.sqrt(sumsq))[:, None]
+        table = np.ascontiguousarray(bonus.numpy(), dtype=np.float32)
+        rows = np.ascontiguousarray(bonus_row, dtype=np.int64)
+    args = (g, cosine, vals, sumsq, top_idx, np.float32(rank_scale), table, rows)
+    if x.dtype == torch.bfloat16 and g % 2 == 0:
+        _grap_bf16(x.view(torch.int16).numpy().view(np.uint32), *args)  # [N, d/2] words
+    else:
+        _grap_f32(x.float().numpy(), *args)
+    if torch.get_num_threads() != threads:  # starting numba's OpenMP pool resets the shared runtime's count
+        torch.set_num_threads(threads)
+    return torch.from_numpy(vals), torch.from_numpy(np.sqrt(sumsq))[:, None], torch.from_numpy(top_idx)
+

@@ -53,16 +53,19 @@ class ExpertLocality:
         """[A] node of the GPU serving ``expert`` for a token on ``src_gpu``."""
         return self.gpu_node[self.expert_gpu[src_gpu, expert]]
 
-    def local_bonus(self, src_gpu: np.ndarray, bonus: float):
-        """[N, E] float32: ``bonus`` where the expert sits on the token's node, else 0.
-
-        Built per source GPU ([G, E]) and gathered per token, so it costs one small gather. (torch is
-        imported here, not at module level: traffic/ and sim/ import this package without torch.)
-        """
+    def bonus_table(self, bonus: float):
+        """[G, E] float32: ``bonus`` where expert e sits on source GPU g's node, else 0. (torch is
+        imported here, not at module level: traffic/ and sim/ import this package without torch.)"""
         import torch
 
-        table = torch.from_numpy((self.gpu_node[self.expert_gpu] == self.gpu_node[:, None]).astype(np.float32) * bonus)
-        return table.index_select(0, torch.from_numpy(np.asarray(src_gpu, dtype=np.int64)))  # [N, E]
+        return torch.from_numpy((self.gpu_node[self.expert_gpu] == self.gpu_node[:, None]).astype(np.float32) * bonus)
+
+    def local_bonus(self, src_gpu: np.ndarray, bonus: float):
+        """[N, E] float32: ``bonus`` where the expert sits on the token's node, else 0 (one small
+        [G, E] table gathered per token)."""
+        import torch
+
+        return self.bonus_table(bonus).index_select(0, torch.from_numpy(np.asarray(src_gpu, dtype=np.int64)))
 
     def is_local(self, src_gpu: np.ndarray, src_node: np.ndarray) -> np.ndarray:
         """[N, E] bool: the expert sits on the token's own node (intra-node links only)."""

@@ -287,14 +287,21 @@ class Etr(Router):
         l_max = s.nominations or self.model.top_k
         if s.nomination_threshold is not None:
             l_max = s.nominations or n_exp
-        affinity = F.grap_affinity(batch.hidden, n_exp)  # [U, E] cosine of each distinct input
-        if s.locality_bias > 0:  # the bonus depends on the token's GPU: nominate per token
+        bonus = s.locality_bias / math.sqrt(batch.hidden_size)  # z-units -> cosine
+        table = self.locality_for(batch).bonus_table(bonus) if bonus > 0 else None  # [G, E]
+        if s.nomination_threshold is None and (table is None or batch.rows is None):
+            # top-l per input row, in the same pass as the affinity on large batches
+            affinity, _, top_e = F.grap_top(batch.hidden, n_exp, l_max, cosine=True, bonus=table, bonus_row=batch.src_gpu)
+            valid = torch.ones_like(top_e, dtype=torch.bool)
+            top_e, valid, top_a = (batch.expand(t) for t in (top_e, valid, affinity.gather(1, top_e)))
+        elif table is not None:  # the bonus depends on the token's GPU, the inputs are shared: per token
+            affinity = F.grap_affinity(batch.hidden, n_exp)  # [U, E] cosine of each distinct input
             token_affinity = batch.expand(affinity)  # [N, E]
-            bonus = s.locality_bias / math.sqrt(batch.hidden_size)  # z-units -> cosine
             local = self.locality_for(batch).local_bonus(batch.src_gpu, bonus)  # [N, E]
             top_e, valid = self.nominate(local.add_(token_affinity), l_max)  # bonus + affinity, in place
             top_a = token_affinity.gather(1, top_e)  # [N, L] true affinity of each nomination
-        else:  # nominate once per distinct input
+        else:  # threshold nominations, once per distinct input
+            affinity = F.grap_affinity(batch.hidden, n_exp)
             top_e, valid = self.nominate(affinity, l_max)
             top_e, valid, top_a = (batch.expand(t) for t in (top_e, valid, affinity.gather(1, top_e)))
         flat_valid = valid.reshape(-1).numpy()
@@ -347,13 +354,19 @@ class LocMoE(Router):
 
     def route(self, batch: TokenBatch) -> RoutingDecision:
         s, n_exp, n = self.spec, self.num_experts, batch.num_tokens
-        block, norm = (batch.expand(t) for t in F.grap_stats(batch.hidden, n_exp))  # [N, E], [N, 1]
-        logits = block * (n_exp / batch.hidden_size)  # [N, E] <x, w_i>, LocMoE's gate output
+        scale = n_exp / batch.hidden_size  # block sum -> <x, w_i>, LocMoE's gate output
+        table = self.locality_for(batch).bonus_table(s.locality_mu) if s.locality_mu > 0 else None  # [G, E]
+        per_row = table is None or batch.rows is None  # the tilted choice is a function of the input row
+        block, norm, top = F.grap_top(
+            batch.hidden, n_exp, 1 if per_row else 0, rank_scale=scale, bonus=table if per_row else None, bonus_row=batch.src_gpu
+        )  # [U, E], [U, 1], [U, 1] argmax_i (logit_i + mu * local_i), in one pass on large batches
+        block, norm = batch.expand(block), batch.expand(norm)  # [N, E], [N, 1]
+        logits = block * scale  # [N, E]
         probs = torch.softmax(logits, dim=-1)  # [N, E]
-        tilted = logits
-        if s.locality_mu > 0:
-            tilted = self.locality_for(batch).local_bonus(batch.src_gpu, s.locality_mu).add_(logits)  # [N, E]
-        choice = tilted.argmax(dim=-1)  # [N]
+        if per_row:
+            choice = batch.expand(top)[:, 0]  # [N]
+        else:
+            choice = self.locality_for(batch).local_bonus(batch.src_gpu, s.locality_mu).add_(logits).argmax(dim=-1)
         token = np.arange(n, dtype=np.int64)
         expert = choice.numpy().astype(np.int64)
         prob = probs.gather(1, choice[:, None])[:, 0].double().numpy()  # [N]
