@@ -13,3 +13,17 @@ def test_distinct_matches_np_unique(n):
     np.testing.assert_array_equal(got_values, values)
     np.testing.assert_array_equal(got_inverse, inverse)
     np.testing.assert_array_equal(got_values[got_inverse], keys)
+
+
+def test_splitmix64_matches_the_reference_generator():
+    """SplitMix64 (Steele, Lea, Flood 2014): from state 0 the generator's outputs are the hashes of
+    k * gamma for k = 0, 1, 2 (published first outputs)."""
+    from etr_sim.arrays import splitmix64
+
+    gamma = 0x9E3779B97F4A7C15
+    states = np.array([0, gamma, (2 * gamma) % 2**64], dtype=np.uint64)
+    assert splitmix64(states).tolist() == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+    x = np.arange(10, dtype=np.uint64)
+    before = x.copy()
+    splitmix64(x)
+    np.testing.assert_array_equal(x, before)  # a new array: the input is left alone

@@ -35,6 +35,7 @@ from etr_sim.config.topology import (
     TopologySpec,
     check_size,
 )
+from etr_sim.arrays import mix64
 from etr_sim.errors import TopologyError, problem
 from etr_sim.units import GBps_to_Bps, gbps_to_Bps, us_to_s
 
@@ -144,11 +145,7 @@ _CHUNK = 1 << 20  # flows per path-assembly chunk
 def _ecmp_hash(src: np.ndarray, dst: np.ndarray, seed: int) -> np.ndarray:
     """Deterministic per-flow hash (splitmix64 of src, dst, seed); no Python hash()."""
     x = (src.astype(np.uint64) << np.uint64(32)) ^ dst.astype(np.uint64) ^ np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64)
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return x
+    return mix64(x)
 
 
 def _intra(r: Routes, s: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
