@@ -4,14 +4,16 @@ Tokens are never held all at once: a pool of a few distinct bf16 chunks (cluster
 features, so the routers see structure) is generated once, and the stream cycles through it, each
 chunk carrying its own GPUs (whole capacity groups) and positions. For each router the script
 prints one JSON line:
-    router, tokens, seconds, tokens_per_s, read_s, ratio_to_read, warmup_s, peak_rss_bytes
+    router, tokens, seconds, tokens_per_s, read_s, ratio_to_read, ratios, warmup_s, peak_rss_bytes
 ratio_to_read = router time / time of one pass reading the same chunks (torch.sum over each bf16
-chunk, re-measured just before each router in the same run): the physical floor. Each router first
-routes one chunk untimed (warmup_s: lazy imports such as numba's kernel, first-call costs), then
-a fresh router of the same spec streams all chunks. peak_rss_bytes is the process's peak resident
+chunk): the physical floor. Each router first routes one chunk untimed (warmup_s: lazy imports
+such as numba's kernel, first-call costs); then, --repeat times, the read pass is timed and a fresh
+router of the same spec streams all chunks right after it. Each pair gives one ratio (``ratios``);
+the line reports the median pair (its seconds, read_s and ratio), since the memory bandwidth of a
+shared machine drifts between and within runs. peak_rss_bytes is the process's peak resident
 set so far (ru_maxrss, monotone: later routers report at least the earlier peaks).
 
-Usage: python benchmarks/bench_routing.py [--tokens N] [--chunk-gpus G] [--routers etr,locmoe,...]
+Usage: python benchmarks/bench_routing.py [--threads T] [--repeat R] [--tokens N] [--chunk-gpus G] [--routers etr,locmoe,...]
 Targets (issue 3): ratio_to_read <= 3 for etr and locmoe, <= 5 for the others; peak RSS <= 2 GB.
 """
 
@@ -83,7 +85,10 @@ def main() -> None:
     p.add_argument("--pool", type=int, default=2, help="distinct chunks generated and cycled")
     p.add_argument("--routers", default=",".join(ROUTER_SPECS))
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--repeat", type=int, default=3, help="timed (read, stream) pairs per router; the median is reported")
     args = p.parse_args()
+    if args.repeat < 1:
+        p.error(f"--repeat must be at least 1, got {args.repeat}")
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = args.tokens_per_gpu * args.chunk_gpus
@@ -106,19 +111,23 @@ def main() -> None:
 
     read_pass()  # warm up
     for name in args.routers.split(","):
-        read_s = read_pass()  # the floor, re-timed next to each router (the CPU is shared)
         router = make_router(adapter.validate_python(ROUTER_SPECS[name]), model, args.ep, args.hidden, 0, locality)
         # one-time costs of the process, not of the stream: the first call loads lazily imported
         # code (numba's GrAP kernel: import + cached machine code, ~0.5 s) and warms torch's kernels
         t0 = time.perf_counter()
         router.route(next(chunks(pool, 1, args.tokens_per_gpu, args.chunk_gpus, args.gpus_per_node)))
         warmup_s = time.perf_counter() - t0
-        router = make_router(adapter.validate_python(ROUTER_SPECS[name]), model, args.ep, args.hidden, 0, locality)
-        kept = 0
-        t0 = time.perf_counter()
-        for b in chunks(pool, n_chunks, args.tokens_per_gpu, args.chunk_gpus, args.gpus_per_node):
-            kept += router.route(b).num_kept
-        sec = time.perf_counter() - t0
+        pairs = []  # (ratio, seconds, read_s, kept)
+        for _ in range(args.repeat):
+            read_s = read_pass()  # the floor, re-timed next to each stream (the machine is shared)
+            router = make_router(adapter.validate_python(ROUTER_SPECS[name]), model, args.ep, args.hidden, 0, locality)
+            kept = 0
+            t0 = time.perf_counter()
+            for b in chunks(pool, n_chunks, args.tokens_per_gpu, args.chunk_gpus, args.gpus_per_node):
+                kept += router.route(b).num_kept
+            sec = time.perf_counter() - t0
+            pairs.append((sec / read_s, sec, read_s, kept))
+        ratio, sec, read_s, kept = sorted(pairs)[(len(pairs) - 1) // 2]
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(
             json.dumps(
@@ -128,7 +137,8 @@ def main() -> None:
                     "seconds": round(sec, 3),
                     "tokens_per_s": round(n_chunks * rows / sec),
                     "read_s": round(read_s, 3),
-                    "ratio_to_read": round(sec / read_s, 2),
+                    "ratio_to_read": round(ratio, 2),
+                    "ratios": [round(p[0], 2) for p in pairs],
                     "warmup_s": round(warmup_s, 3),
                     "peak_rss_bytes": peak,
                     "kept_assignments": kept,

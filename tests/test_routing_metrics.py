@@ -42,12 +42,13 @@ def test_calinski_harabasz_by_definition():
     bucket=st.lists(st.integers(0, 5), min_size=0, max_size=60),
     cap=st.integers(1, 6),
     seed=st.integers(0, 1000),
+    spread=st.sampled_from([1, 1 << 28]),  # narrow buckets: one unique-key sort; wide: the radix sort
 )
-def test_keep_best_per_bucket_matches_brute_force(bucket, cap, seed):
-    bucket = np.array(bucket, dtype=np.int64)
+def test_keep_best_per_bucket_matches_brute_force(bucket, cap, seed, spread):
+    bucket = np.array(bucket, dtype=np.int64) * spread
     rng = np.random.default_rng(seed)
     values = np.array([-1.5, -0.0, 0.0, 0.25, 3.0, -np.inf, 1e-40])  # signs, both zeros, a float32 subnormal
-    for priority in (rng.integers(0, 4, len(bucket)).astype(np.float64),  # many ties (radix-sort path)
+    for priority in (rng.integers(0, 4, len(bucket)).astype(np.float64),  # many ties
                      rng.choice(values, len(bucket)),
                      rng.integers(0, 4, len(bucket)) + 1e-12 * rng.random(len(bucket))):  # not float32: fallback
         keep = F.keep_best_per_bucket(bucket, priority, cap)

@@ -153,8 +153,10 @@ def keep_best_per_bucket(bucket: np.ndarray, priority: np.ndarray, capacity: int
 
     Buckets within capacity keep everything; only the candidates of overflowing buckets are sorted
     (bucket-major, priority descending, index) and kept when their rank inside the bucket is below
-    ``capacity``. The sort is one stable radix sort of a 64-bit (bucket, priority) key when the
-    priorities are float32 values (~10x faster than two stable numpy sorts), else two stable sorts.
+    ``capacity``. When the priorities are float32 values, the order is one sort of 64-bit
+    (bucket offset, priority, index) keys (unique, so numpy's SIMD value sort; ~15x faster than two
+    stable numpy sorts), or, when the three do not fit in 64 bits, one stable radix sort of
+    (bucket offset, priority); otherwise two stable sorts.
 
     Args: bucket [A] int >= 0 (e.g. group * E + expert), priority [A] float. Returns keep [A] bool.
     """
@@ -167,9 +169,15 @@ def keep_best_per_bucket(bucket: np.ndarray, priority: np.ndarray, capacity: int
     if len(idx) == 0:
         return keep
     b, p = bucket[idx], priority[idx]
-    desc = _descending_order_key(p) if int(b.max()) < 2**31 else None
-    if desc is not None:
-        order = torch.sort(torch.from_numpy((b.astype(np.int64) << 32) | desc), stable=True).indices.numpy()
+    desc = _descending_order_key(p)
+    rel = b - b.min()  # bucket offsets: one chunk's buckets span a narrow range
+    bucket_bits, index_bits = int(rel.max()).bit_length(), max(len(idx) - 1, 1).bit_length()
+    if desc is not None and bucket_bits + 32 + index_bits <= 64:  # unique keys: a plain (SIMD) value sort
+        key = (rel.astype(np.uint64) << np.uint64(32 + index_bits)) | (desc.astype(np.uint64) << np.uint64(index_bits))
+        key |= np.arange(len(idx), dtype=np.uint64)
+        order = (np.sort(key) & np.uint64((1 << index_bits) - 1)).astype(np.int64)
+    elif desc is not None and int(rel.max()) < 2**31:
+        order = torch.sort(torch.from_numpy((rel.astype(np.int64) << 32) | desc), stable=True).indices.numpy()
     else:
         by_priority = np.argsort(-p, kind="stable")
         order = by_priority[np.argsort(b[by_priority], kind="stable")]  # bucket-major, priority desc, index
