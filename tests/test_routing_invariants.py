@@ -226,3 +226,21 @@ def test_compiled_grap_kernel_is_independent_of_threads():
         torch.set_num_threads(threads)
     for a, b in zip(one, two):
         assert torch.equal(a, b)
+
+
+def test_compiled_grap_kernel_top_k_breaks_ties_to_the_lower_expert():
+    """Integer-valued inputs make block sums tie often; the kernel's top-k must order them as
+    successive row maxima do (lower expert first), with and without a tilt, and treat -0.0 as 0.0."""
+    from etr_sim.routing import functional as F
+    from etr_sim.routing import kernels
+
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randint(-1, 2, (300, D), generator=gen).to(torch.bfloat16)
+    x[:7] = 0.0  # all-zero rows: every block sum ties at 0
+    x[7:14] = -0.0
+    block, _, top = kernels.grap_rows(x, E, top=4)
+    assert torch.equal(top, F.topk(block, 4)[1])
+    table = torch.randint(0, 2, (3, E), generator=gen).float()
+    rows = np.arange(300) % 3
+    _, _, tilted = kernels.grap_rows(x, E, top=3, rank_scale=0.5, bonus=table, bonus_row=rows)
+    assert torch.equal(tilted, F.topk(table[torch.from_numpy(rows)] + block * 0.5, 3)[1])

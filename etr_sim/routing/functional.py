@@ -9,9 +9,10 @@ Precision and memory: hidden states may arrive in bf16/fp16 (captures, the bench
 gate then runs in that dtype with float32 accumulation and a rounded output, which is what a bf16
 model's own router computes (e.g. a bf16 nn.Linear gate), without a float32 copy of the chunk.
 GrAP statistics (block sums, norms) are accumulated and kept in float32 whatever the input dtype:
-on large CPU batches by a one-pass compiled kernel that widens one row at a time (no float32 copy),
-otherwise by torch on a float32 copy (small batches; fp16 or GPU tensors of any size). Softmax and
-top-k run in float32.
+on large CPU batches by a one-pass compiled kernel (``kernels.py``) that widens each row in
+registers and takes the row's top-k while it is in cache (no float32 copy, rows in parallel on
+torch's threads), otherwise by torch on a float32 copy (small batches; fp16 or GPU tensors of any
+size). Softmax and top-k run in float32.
 """
 
 from __future__ import annotations

@@ -62,68 +62,70 @@ def _f32_bits(typingctx, value):
 
 
 @numba.njit(**_JIT)
-def _bf16_row(words, g2, vals):
-    """Block sums of one bf16 row into vals [E]; returns its float32 sum of squares.
-    words [d/2] uint32: two bf16 per word, element 2j in the low half (little endian)."""
+def _bf16_row(words, t, g2, vals):
+    """Block sums of bf16 row t into vals[t]; returns its float32 sum of squares.
+    words [N, d/2] uint32: two bf16 per word, element 2j in the low half (little endian).
+    (Rows are addressed by index, not sliced: a slice is a refcounted view, an atomic op per row.)"""
     ss = np.float32(0.0)
-    for e in range(len(vals)):
+    for e in range(vals.shape[1]):
         acc = np.float32(0.0)
         sq = np.float32(0.0)
         base = e * g2
         for j in range(g2):
-            w = words[base + j]
+            w = words[t, base + j]
             lo = _as_f32(w << np.uint32(16))
             hi = _as_f32(w & np.uint32(0xFFFF0000))
             acc += lo + hi
             sq += lo * lo + hi * hi
-        vals[e] = acc
+        vals[t, e] = acc
         ss += sq
     return ss
 
 
 @numba.njit(**_JIT)
-def _f32_row(row, g, vals):
-    """Block sums of one float32 row into vals [E]; returns its sum of squares."""
+def _f32_row(x, t, g, vals):
+    """Block sums of float32 row t into vals[t]; returns its sum of squares."""
     ss = np.float32(0.0)
-    for e in range(len(vals)):
+    for e in range(vals.shape[1]):
         acc = np.float32(0.0)
         sq = np.float32(0.0)
         base = e * g
         for j in range(g):
-            v = row[base + j]
+            v = x[t, base + j]
             acc += v
             sq += v * v
-        vals[e] = acc
+        vals[t, e] = acc
         ss += sq
     return ss
 
 
 @numba.njit(**_STRICT)
-def _finish_row(vals, ss, g, cosine, top_idx, rank_scale, bonus, keys):
-    """Scale vals to cosines (when asked), then fill top_idx with the row's k best experts by
-    vals * rank_scale + bonus, descending, ties to the lower index (as successive torch.max).
+def _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, b, keys):
+    """Scale vals[t] to cosines (when asked), then fill top_idx[t] with the row's k best experts by
+    vals[t] * rank_scale + bonus[b], descending, ties to the lower index (as successive torch.max).
 
     Branch-free: each expert gets an int64 key, (its score's IEEE bits made monotone) << 32 |
     (E - 1 - e), so one integer max (vectorised) finds the best score and, among equals, the
     lowest expert; k such passes give the top-k (inputs are finite)."""
+    n_exp = vals.shape[1]
     if cosine:
         scale = np.float32(1.0) / (np.float32(np.sqrt(g)) * max(np.sqrt(ss), np.float32(1e-12)))
-        for e in range(len(vals)):
-            vals[e] *= scale
-    n_exp = len(vals)
-    if len(top_idx) == 0:
+        for e in range(n_exp):
+            vals[t, e] *= scale
+    if top_idx.shape[1] == 0:
         return
     for e in range(n_exp):
-        bits = _f32_bits(vals[e] * rank_scale + bonus[e] + np.float32(0.0))  # + 0: -0.0 ties +0.0
+        bits = _f32_bits(vals[t, e] * rank_scale + bonus[b, e] + np.float32(0.0))  # + 0: -0.0 ties +0.0
         monotone = bits ^ ((bits >> np.int32(31)) & np.int32(0x7FFFFFFF))  # float order as int32
         keys[e] = (np.int64(monotone) << np.int64(32)) | np.int64(n_exp - 1 - e)
-    for j in range(len(top_idx)):
-        best = keys[0]
-        for e in range(1, n_exp):
-            best = max(best, keys[e])
-        e_best = n_exp - 1 - (best & np.int64(0xFFFFFFFF))
-        top_idx[j] = e_best
-        keys[e_best] = np.iinfo(np.int64).min
+    below = np.iinfo(np.int64).max  # keys are distinct: pass j takes the largest key below pass j-1's
+    for j in range(top_idx.shape[1]):
+        best = np.iinfo(np.int64).min
+        for e in range(n_exp):
+            key = keys[e]
+            best = max(best, key if key < below else np.iinfo(np.int64).min)
+        top_idx[t, j] = n_exp - 1 - (best & np.int64(0xFFFFFFFF))
+        below = best
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -132,9 +134,9 @@ def _grap_bf16(words, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_
     for task in numba.prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         keys = np.empty(vals.shape[1], dtype=np.int64)
         for t in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
-            ss = _bf16_row(words[t], g // 2, vals[t])
+            ss = _bf16_row(words, t, g // 2, vals)
             sumsq[t] = ss
-            _finish_row(vals[t], ss, g, cosine, top_idx[t], rank_scale, bonus[bonus_row[t]], keys)
+            _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, bonus_row[t], keys)
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -143,9 +145,9 @@ def _grap_f32(x, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_row):
     for task in numba.prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         keys = np.empty(vals.shape[1], dtype=np.int64)
         for t in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
-            ss = _f32_row(x[t], g, vals[t])
+            ss = _f32_row(x, t, g, vals)
             sumsq[t] = ss
-            _finish_row(vals[t], ss, g, cosine, top_idx[t], rank_scale, bonus[bonus_row[t]], keys)
+            _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, bonus_row[t], keys)
 
 
 def grap_rows(
