@@ -190,15 +190,19 @@ def test_compiled_grap_kernel_matches_torch(dtype, monkeypatch):
     x = b.hidden.to(dtype)
     monkeypatch.setattr(F, "FUSED_MIN_ELEMENTS", 1 << 62)  # torch everywhere
     ref_block, ref_norm = F.grap_stats(x, E)
-    got_block, got_norm, _ = kernels.grap_rows(x, E)
+    got_block, got_norm, _, _, _ = kernels.grap_rows(x, E)
     torch.testing.assert_close(got_block, ref_block, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got_norm, ref_norm, rtol=1e-6, atol=0)
-    cos, _, top = kernels.grap_rows(x, E, cosine=True, top=3)
+    cos, _, top, _, _ = kernels.grap_rows(x, E, cosine=True, top=3)
     torch.testing.assert_close(cos, F.grap_affinity(x, E), rtol=1e-5, atol=1e-6)
     assert torch.equal(top, F.topk(cos, 3)[1])  # the kernel's top-k ranks the values it returns
     table = torch.rand(GPUS, E, generator=torch.Generator().manual_seed(1))  # a tilt per source GPU
-    block, _, tilted = kernels.grap_rows(x, E, top=2, rank_scale=E / D, bonus=table, bonus_row=b.src_gpu)
+    block, _, tilted, top1_prob, mean_prob = kernels.grap_rows(
+        x, E, top=2, rank_scale=E / D, bonus=table, bonus_row=b.src_gpu, softmax=True)
     assert torch.equal(tilted, F.topk(table[torch.from_numpy(b.src_gpu)] + block * (E / D), 2)[1])
+    probs = torch.softmax(block * (E / D), dim=-1)  # the untilted softmax: the kernel's own exp agrees to ~1e-7
+    torch.testing.assert_close(top1_prob, probs.gather(1, tilted[:, :1])[:, 0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(mean_prob, probs.double().mean(0), rtol=1e-6, atol=0)
     routed = TokenBatch(x, b.src_gpu, b.src_node, b.position)
     grap = [n for n in SPECS if SPECS[n]["kind"] in ("etr", "locmoe") or SPECS[n].get("gate") == "grap"]
     slow = {n: router(n).route(routed) for n in grap}
@@ -219,9 +223,9 @@ def test_compiled_grap_kernel_is_independent_of_threads():
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = kernels.grap_rows(x, E, cosine=True, top=2)
+        one = kernels.grap_rows(x, E, top=2, softmax=True)
         torch.set_num_threads(2)
-        two = kernels.grap_rows(x, E, cosine=True, top=2)
+        two = kernels.grap_rows(x, E, top=2, softmax=True)
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(one, two):
@@ -238,9 +242,9 @@ def test_compiled_grap_kernel_top_k_breaks_ties_to_the_lower_expert():
     x = torch.randint(-1, 2, (300, D), generator=gen).to(torch.bfloat16)
     x[:7] = 0.0  # all-zero rows: every block sum ties at 0
     x[7:14] = -0.0
-    block, _, top = kernels.grap_rows(x, E, top=4)
+    block, _, top, _, _ = kernels.grap_rows(x, E, top=4)
     assert torch.equal(top, F.topk(block, 4)[1])
     table = torch.randint(0, 2, (3, E), generator=gen).float()
     rows = np.arange(300) % 3
-    _, _, tilted = kernels.grap_rows(x, E, top=3, rank_scale=0.5, bonus=table, bonus_row=rows)
+    tilted = kernels.grap_rows(x, E, top=3, rank_scale=0.5, bonus=table, bonus_row=rows)[2]
     assert torch.equal(tilted, F.topk(table[torch.from_numpy(rows)] + block * 0.5, 3)[1])

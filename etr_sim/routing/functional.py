@@ -18,6 +18,7 @@ size). Softmax and top-k run in float32.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,7 +44,8 @@ def grap_stats(hidden: torch.Tensor, num_experts: int) -> tuple[torch.Tensor, to
     pass over the data; smaller ones through torch on a float32 copy. Both accumulate in float32,
     in different orders (results agree to ~1e-6 relative).
     """
-    return grap_top(hidden, num_experts, 0)[:2]
+    rows = grap_top(hidden, num_experts, 0)
+    return rows.values, rows.norms
 
 
 def grap_affinity(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:
@@ -54,7 +56,17 @@ def grap_affinity(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:
 
     Args: hidden [N, d] with d % num_experts == 0. Returns [N, E] float32 in [-1, 1].
     """
-    return grap_top(hidden, num_experts, 0, cosine=True)[0]
+    return grap_top(hidden, num_experts, 0, cosine=True).values
+
+
+class GrapRows(NamedTuple):
+    """What ``grap_top`` computes for each input row (softmax fields are None unless asked for)."""
+
+    values: torch.Tensor  # [N, E] float32 block sums, or cosine affinities
+    norms: torch.Tensor  # [N, 1] float32 L2 norms
+    top: torch.Tensor  # [N, k] int64 best experts, descending
+    top1_prob: torch.Tensor | None  # [N] float32 softmax probability of each row's first pick
+    mean_prob: torch.Tensor | None  # [E] mean softmax probability of each expert over the rows
 
 
 def grap_top(
@@ -65,30 +77,38 @@ def grap_top(
     rank_scale: float = 1.0,
     bonus: torch.Tensor | None = None,
     bonus_row: np.ndarray | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    softmax: bool = False,
+) -> GrapRows:
     """GrAP statistics of each row of ``hidden`` and its k best experts, in one pass when fused.
 
-    Returns (values [N, E] float32: block sums, or the cosine affinity when ``cosine``; norms [N, 1];
-    top [N, k] int64: the experts ranked by values * rank_scale + bonus[bonus_row], descending,
-    ties to the lower index, as ``topk``). bonus: [R, E] float32 additive tilt (e.g. a locality
-    preference per source GPU), bonus_row [N] its row for each input; None for no tilt.
+    values: block sums, or the cosine affinity when ``cosine``; top: the experts ranked by
+    values * rank_scale + bonus[bonus_row], descending, ties to the lower index, as ``topk``.
+    bonus: [R, E] float32 additive tilt (e.g. a locality preference per source GPU), bonus_row [N]
+    its row for each input; None for no tilt. softmax (k >= 1): also the softmax of the untilted
+    logits values * rank_scale, as the probability of each row's first pick and the mean per expert
+    (the fused kernel's exp is within 1.4 ulp of torch's; probabilities agree to ~1e-7).
     """
     n, d = hidden.shape
-    if _fused(hidden):  # one read of each row; the top-k is taken while the row is in cache
+    if _fused(hidden):  # one read of each row; top-k and softmax are taken while the row is in cache
         from etr_sim.routing import kernels  # numba: imported only when a batch is this large
 
-        return kernels.grap_rows(hidden, num_experts, cosine, k, rank_scale, bonus, bonus_row)
+        return GrapRows(*kernels.grap_rows(hidden, num_experts, cosine, k, rank_scale, bonus, bonus_row, softmax))
     x = hidden.float()
     values = x.view(n, num_experts, d // num_experts).sum(-1)  # [N, E]
     norms = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # [N, 1]
     if cosine:
         values = values / (math.sqrt(d / num_experts) * norms.clamp_min(1e-12))
     if k == 0:
-        return values, norms, torch.zeros((n, 0), dtype=torch.int64)
-    ranking = values * rank_scale if rank_scale != 1.0 else values
+        return GrapRows(values, norms, torch.zeros((n, 0), dtype=torch.int64), None, None)
+    logits = values * rank_scale if rank_scale != 1.0 else values
+    ranking = logits
     if bonus is not None:
-        ranking = bonus.index_select(0, torch.from_numpy(np.asarray(bonus_row, dtype=np.int64))).add_(ranking)
-    return values, norms, topk(ranking, k)[1]
+        ranking = bonus.index_select(0, torch.from_numpy(np.asarray(bonus_row, dtype=np.int64))).add_(logits)
+    top = topk(ranking, k)[1]
+    if not softmax:
+        return GrapRows(values, norms, top, None, None)
+    probs = torch.softmax(logits, dim=-1)  # [N, E]
+    return GrapRows(values, norms, top, probs.gather(1, top[:, :1])[:, 0], probs.mean(0))
 
 
 def grap_logits(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:
@@ -194,12 +214,12 @@ def capacity_from_factor(factor: float, tokens_per_group: int, k: float, num_exp
     return max(1, math.ceil(factor * tokens_per_group * k / num_experts - 1e-9))
 
 
-def switch_aux_loss(probs: torch.Tensor, top1: torch.Tensor) -> float:
-    """Switch load-balancing loss E * sum_i f_i P_i (without alpha). probs [N, E], top1 [N]."""
-    num_experts = probs.shape[1]
+def switch_aux_loss(mean_prob: torch.Tensor, top1: torch.Tensor) -> float:
+    """Switch load-balancing loss E * sum_i f_i P_i (without alpha): mean_prob [E] is P (each
+    expert's mean router probability over the tokens), top1 [N] each token's first choice (f)."""
+    num_experts = mean_prob.shape[0]
     f = torch.bincount(top1, minlength=num_experts).double() / max(len(top1), 1)  # [E]
-    p = probs.mean(0).double()  # [E]
-    return float(num_experts * (f * p).sum())
+    return float(num_experts * (f * mean_prob.double()).sum())
 
 
 def threshold_nominations(affinity: torch.Tensor, threshold: float, max_l: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

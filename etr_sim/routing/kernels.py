@@ -128,26 +128,67 @@ def _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, b, keys):
         below = best
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"contract"}, boundscheck=False)
+def _expf(x):
+    """e^x in float32 for finite x <= 88 (Cody-Waite reduction + degree-6 polynomial, the Cephes
+    expf coefficients; within 1.4 ulp, vectorisable); 0 below -87.3. torch's exp agrees to 1 ulp."""
+    x = max(x, np.float32(-87.33654))
+    n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+    r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)  # x - n ln2, in two parts
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    y = p * (r * r) + r + np.float32(1.0)
+    return y * _as_f32(np.uint32(np.int32(n) + np.int32(127)) << np.uint32(23))  # y * 2^n
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
+def _softmax_row(vals, t, rank_scale, choice, buf, prob_choice, prob_sum, task):
+    """Softmax of row t's logits vals[t] * rank_scale: the probability of expert ``choice`` into
+    prob_choice[t], every probability added to prob_sum[task] (float64; inputs are finite)."""
+    n_exp = vals.shape[1]
+    m = vals[t, 0] * rank_scale
+    for e in range(1, n_exp):
+        m = max(m, vals[t, e] * rank_scale)
+    total = np.float32(0.0)
+    for e in range(n_exp):
+        buf[e] = _expf(vals[t, e] * rank_scale - m)
+        total += buf[e]
+    inv = np.float32(1.0) / total
+    prob_choice[t] = buf[choice] * inv
+    for e in range(n_exp):
+        prob_sum[task, e] += buf[e] * inv
+
+
 @numba.njit(parallel=True, **_JIT)
-def _grap_bf16(words, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_row):
+def _grap_bf16(words, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_row, prob_choice, prob_sum):
     n = words.shape[0]
     for task in numba.prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         keys = np.empty(vals.shape[1], dtype=np.int64)
+        buf = np.empty(vals.shape[1], dtype=np.float32)
         for t in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             ss = _bf16_row(words, t, g // 2, vals)
             sumsq[t] = ss
             _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, bonus_row[t], keys)
+            if len(prob_choice):  # softmax statistics of the untilted logits
+                _softmax_row(vals, t, rank_scale, top_idx[t, 0], buf, prob_choice, prob_sum, task)
 
 
 @numba.njit(parallel=True, **_JIT)
-def _grap_f32(x, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_row):
+def _grap_f32(x, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_row, prob_choice, prob_sum):
     n = x.shape[0]
     for task in numba.prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         keys = np.empty(vals.shape[1], dtype=np.int64)
+        buf = np.empty(vals.shape[1], dtype=np.float32)
         for t in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             ss = _f32_row(x, t, g, vals)
             sumsq[t] = ss
             _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, bonus_row[t], keys)
+            if len(prob_choice):  # softmax statistics of the untilted logits
+                _softmax_row(vals, t, rank_scale, top_idx[t, 0], buf, prob_choice, prob_sum, task)
 
 
 def grap_rows(
@@ -158,12 +199,16 @@ def grap_rows(
     rank_scale: float = 1.0,
     bonus: torch.Tensor | None = None,
     bonus_row: np.ndarray | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    softmax: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """GrAP statistics and top experts of a CPU bf16 or float32 [N, d] tensor (d % (2E) == 0 for bf16).
 
     Returns (values [N, E] float32: block sums, or the cosine affinity block / (sqrt(d/E) |x|) when
     ``cosine``; norms [N, 1] float32; top [N, top] int64: each row's best experts by
-    values * rank_scale + bonus[bonus_row], descending, ties to the lower index).
+    values * rank_scale + bonus[bonus_row], descending, ties to the lower index; and, when
+    ``softmax`` (needs top >= 1), over the logits values * rank_scale: top1_prob [N] float32, the
+    probability of each row's first pick, and mean_prob [E] float64, the mean probability of each
+    expert over the rows; else None, None).
     bonus: [R, E] float32 per-row additive tilt, picked per row by bonus_row [N] (default none).
     """
     x = hidden.contiguous()
@@ -180,12 +225,18 @@ def grap_rows(
     else:
         table = np.ascontiguousarray(bonus.numpy(), dtype=np.float32)
         rows = np.ascontiguousarray(bonus_row, dtype=np.int64)
-    args = (g, cosine, vals, sumsq, top_idx, np.float32(rank_scale), table, rows)
+    assert top >= 1 or not softmax, "softmax statistics are taken for the first pick"
+    tasks = -(-n // ROWS_PER_TASK)
+    prob_choice = np.empty(n if softmax else 0, dtype=np.float32)
+    prob_sum = np.zeros((tasks if softmax else 0, num_experts), dtype=np.float64)  # per task: fixed order
+    args = (g, cosine, vals, sumsq, top_idx, np.float32(rank_scale), table, rows, prob_choice, prob_sum)
     if x.dtype == torch.bfloat16 and g % 2 == 0:
         _grap_bf16(x.view(torch.int16).numpy().view(np.uint32), *args)  # [N, d/2] words
     else:
         _grap_f32(x.float().numpy(), *args)
     if torch.get_num_threads() != threads:  # starting numba's OpenMP pool resets the shared runtime's count
         torch.set_num_threads(threads)
-    return torch.from_numpy(vals), torch.from_numpy(np.sqrt(sumsq))[:, None], torch.from_numpy(top_idx)
-
+    out = torch.from_numpy(vals), torch.from_numpy(np.sqrt(sumsq))[:, None], torch.from_numpy(top_idx)
+    if not softmax:
+        return (*out, None, None)
+    return (*out, torch.from_numpy(prob_choice), torch.from_numpy(prob_sum.sum(0) / max(n, 1)))

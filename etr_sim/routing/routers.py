@@ -250,7 +250,7 @@ class TokenChoice(Router):
         k = s.top_k or self.model.top_k
         probs = torch.softmax(self.gate_logits(batch, s.gate), dim=-1)  # [U, E] per distinct input
         top_p, top_e = (batch.expand(t) for t in F.topk(probs, k))  # [N, k]
-        aux = F.switch_aux_loss(batch.expand(probs), top_e[:, 0]) if batch.num_tokens else 0.0
+        aux = F.switch_aux_loss(batch.expand(probs).mean(0), top_e[:, 0]) if batch.num_tokens else 0.0
         return _topk_decision(
             self, batch, top_p, top_e, s.capacity_factor, s.padded, s.drop_policy, s.normalize_weights, aux_loss=aux
         )
@@ -291,7 +291,8 @@ class Etr(Router):
         table = self.locality_for(batch).bonus_table(bonus) if bonus > 0 else None  # [G, E]
         if s.nomination_threshold is None and (table is None or batch.rows is None):
             # top-l per input row, in the same pass as the affinity on large batches
-            affinity, _, top_e = F.grap_top(batch.hidden, n_exp, l_max, cosine=True, bonus=table, bonus_row=batch.src_gpu)
+            rows = F.grap_top(batch.hidden, n_exp, l_max, cosine=True, bonus=table, bonus_row=batch.src_gpu)
+            affinity, top_e = rows.values, rows.top
             valid = torch.ones_like(top_e, dtype=torch.bool)
             top_e, valid, top_a = (batch.expand(t) for t in (top_e, valid, affinity.gather(1, top_e)))
         elif table is not None:  # the bonus depends on the token's GPU, the inputs are shared: per token
@@ -356,20 +357,20 @@ class LocMoE(Router):
         s, n_exp, n = self.spec, self.num_experts, batch.num_tokens
         scale = n_exp / batch.hidden_size  # block sum -> <x, w_i>, LocMoE's gate output
         table = self.locality_for(batch).bonus_table(s.locality_mu) if s.locality_mu > 0 else None  # [G, E]
-        per_row = table is None or batch.rows is None  # the tilted choice is a function of the input row
-        block, norm, top = F.grap_top(
-            batch.hidden, n_exp, 1 if per_row else 0, rank_scale=scale, bonus=table if per_row else None, bonus_row=batch.src_gpu
-        )  # [U, E], [U, 1], [U, 1] argmax_i (logit_i + mu * local_i), in one pass on large batches
-        block, norm = batch.expand(block), batch.expand(norm)  # [N, E], [N, 1]
-        logits = block * scale  # [N, E]
-        probs = torch.softmax(logits, dim=-1)  # [N, E]
-        if per_row:
-            choice = batch.expand(top)[:, 0]  # [N]
-        else:
-            choice = self.locality_for(batch).local_bonus(batch.src_gpu, s.locality_mu).add_(logits).argmax(dim=-1)
+        if batch.rows is None:  # one input per token: choice and softmax statistics in one pass
+            rows = F.grap_top(batch.hidden, n_exp, 1, rank_scale=scale, bonus=table, bonus_row=batch.src_gpu, softmax=True)
+            block, norm, choice = rows.values, rows.norms, rows.top[:, 0]  # choice: argmax(logit + mu * local)
+            prob, mean_prob = rows.top1_prob, rows.mean_prob  # untilted probability of the choice; [E]
+        else:  # inputs shared by tokens: statistics per distinct input, the tilt per token
+            block, norm = (batch.expand(t) for t in F.grap_stats(batch.hidden, n_exp))  # [N, E], [N, 1]
+            logits = block * scale  # [N, E]
+            probs = torch.softmax(logits, dim=-1)
+            tilted = logits if table is None else self.locality_for(batch).local_bonus(batch.src_gpu, s.locality_mu).add_(logits)
+            choice = tilted.argmax(dim=-1)  # [N]
+            prob, mean_prob = probs.gather(1, choice[:, None])[:, 0], probs.mean(0)
         token = np.arange(n, dtype=np.int64)
         expert = choice.numpy().astype(np.int64)
-        prob = probs.gather(1, choice[:, None])[:, 0].double().numpy()  # [N]
+        prob = prob.double().numpy()  # [N]
         group = self.groups(batch)
 
         def affinity() -> torch.Tensor:  # cosine, only needed while a capacity is being set
@@ -384,7 +385,7 @@ class LocMoE(Router):
             s.capacity, batch, affinity, bucket, score, num_buckets, _tokens_per_group(group), 1
         )
         keep = F.keep_best_per_bucket(bucket, prob, capacity)
-        aux = F.switch_aux_loss(probs, choice) if n else 0.0
+        aux = F.switch_aux_loss(mean_prob, choice) if n else 0.0
         return self.decide(batch, group, token, expert, prob, keep, capacity, s.padded, aux_loss=aux, **cap_stats)
 
 
