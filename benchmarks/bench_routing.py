@@ -10,7 +10,10 @@ chunk): the physical floor. Each router first routes one chunk untimed (warmup_s
 such as numba's kernel, first-call costs); then, --repeat times, the read pass is timed and a fresh
 router of the same spec streams all chunks right after it. Each pair gives one ratio (``ratios``);
 the line reports the median pair (its seconds, read_s and ratio), since the memory bandwidth of a
-shared machine drifts between and within runs. peak_rss_bytes is the process's peak resident
+shared machine drifts between and within runs. Routers with a linear gate (token_choice,
+expert_choice, node_limited) also report gemm_s, one pass of the bare bf16 gate GEMM over the
+chunks (a second, compute floor: 2 d E FLOP per 2 d bytes read), and ratio_to_floor = seconds /
+max(read_s, gemm_s). peak_rss_bytes is the process's peak resident
 set so far (ru_maxrss, monotone: later routers report at least the earlier peaks).
 
 Usage: python benchmarks/bench_routing.py [--threads T] [--repeat R] [--tokens N] [--chunk-gpus G] [--routers etr,locmoe,...]
@@ -109,6 +112,14 @@ def main() -> None:
             float(b.hidden.sum())
         return time.perf_counter() - t0
 
+    def gemm_pass() -> float:
+        """The compute floor of a linear gate: the bare bf16 [rows, d] x [d, E] GEMM over the stream."""
+        w = torch.randn(args.hidden, args.experts).to(pool[0].dtype)
+        t0 = time.perf_counter()
+        for b in chunks(pool, n_chunks, args.tokens_per_gpu, args.chunk_gpus, args.gpus_per_node):
+            b.hidden @ w
+        return time.perf_counter() - t0
+
     read_pass()  # warm up
     for name in args.routers.split(","):
         router = make_router(adapter.validate_python(ROUTER_SPECS[name]), model, args.ep, args.hidden, 0, locality)
@@ -128,6 +139,11 @@ def main() -> None:
             sec = time.perf_counter() - t0
             pairs.append((sec / read_s, sec, read_s, kept))
         ratio, sec, read_s, kept = sorted(pairs)[(len(pairs) - 1) // 2]
+        spec = adapter.validate_python(ROUTER_SPECS[name])
+        floor = {}
+        if getattr(spec, "gate", "grap") != "grap":  # a linear gate: its GEMM is a second, compute floor
+            gemm_s = gemm_pass()
+            floor = {"gemm_s": round(gemm_s, 3), "ratio_to_floor": round(sec / max(read_s, gemm_s), 2)}
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(
             json.dumps(
@@ -139,6 +155,7 @@ def main() -> None:
                     "read_s": round(read_s, 3),
                     "ratio_to_read": round(ratio, 2),
                     "ratios": [round(p[0], 2) for p in pairs],
+                    **floor,
                     "warmup_s": round(warmup_s, 3),
                     "peak_rss_bytes": peak,
                     "kept_assignments": kept,

@@ -131,14 +131,15 @@ class Router(ABC):
         **stats: float,
     ) -> RoutingDecision:
         """Assemble a decision from candidate (token, expert) pairs and the keep mask, with statistics."""
+        kept, dropped = np.flatnonzero(keep), np.flatnonzero(~keep)
         dec = RoutingDecision(
             num_tokens=batch.num_tokens,
             num_experts=self.num_experts,
-            token=token[keep],
-            expert=expert[keep],
-            weight=weight[keep].astype(np.float32),
-            dropped_token=token[~keep],
-            dropped_expert=expert[~keep],
+            token=token[kept],
+            expert=expert[kept],
+            weight=weight[kept].astype(np.float32),
+            dropped_token=token[dropped],
+            dropped_expert=expert[dropped],
             group=group,
             capacity=capacity,
             padded=padded and capacity is not None,
@@ -293,8 +294,8 @@ class Etr(Router):
             # top-l per input row, in the same pass as the affinity on large batches
             rows = F.grap_top(batch.hidden, n_exp, l_max, cosine=True, bonus=table, bonus_row=batch.src_gpu)
             affinity, top_e = rows.values, rows.top
-            valid = torch.ones_like(top_e, dtype=torch.bool)
-            top_e, valid, top_a = (batch.expand(t) for t in (top_e, valid, affinity.gather(1, top_e)))
+            top_e, top_a = (batch.expand(t) for t in (top_e, affinity.gather(1, top_e)))
+            valid = None  # every token nominates exactly l
         elif table is not None:  # the bonus depends on the token's GPU, the inputs are shared: per token
             affinity = F.grap_affinity(batch.hidden, n_exp)  # [U, E] cosine of each distinct input
             token_affinity = batch.expand(affinity)  # [N, E]
@@ -305,10 +306,12 @@ class Etr(Router):
             affinity = F.grap_affinity(batch.hidden, n_exp)
             top_e, valid = self.nominate(affinity, l_max)
             top_e, valid, top_a = (batch.expand(t) for t in (top_e, valid, affinity.gather(1, top_e)))
-        flat_valid = valid.reshape(-1).numpy()
-        token = np.repeat(np.arange(n, dtype=np.int64), top_e.shape[1])[flat_valid]  # token-major
-        expert = top_e.reshape(-1).numpy().astype(np.int64)[flat_valid]
-        score = top_a.reshape(-1).numpy().astype(np.float64)[flat_valid]
+        token = np.repeat(np.arange(n, dtype=np.int64), top_e.shape[1])  # token-major
+        expert = top_e.reshape(-1).numpy().astype(np.int64)
+        score = top_a.reshape(-1).numpy().astype(np.float64)
+        if valid is not None:
+            flat_valid = valid.reshape(-1).numpy()
+            token, expert, score = token[flat_valid], expert[flat_valid], score[flat_valid]
         group = self.groups(batch)
         num_buckets = (int(group.max()) + 1) * n_exp if n else 0
         bucket = group[token] * n_exp + expert
