@@ -215,6 +215,24 @@ def test_compiled_grap_kernel_matches_torch(dtype, monkeypatch):
         np.testing.assert_allclose(got.weight, want.weight, rtol=1e-5)
 
 
+def test_compiled_grap_kernel_vector_path_matches_torch(monkeypatch):
+    """bf16 rows with E and d/(2E) multiples of 16 take the kernel's hand-vectorised path (the tests
+    above, d = 64 and E = 8, take the plain loops): 2 groups of 16 blocks, 3 vectors per block."""
+    from etr_sim.routing import functional as F
+    from etr_sim.routing import kernels
+
+    n, d, e = 200, 3072, 32
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(6)).to(torch.bfloat16)
+    monkeypatch.setattr(F, "FUSED_MIN_ELEMENTS", 1 << 62)  # torch everywhere
+    ref_block, ref_norm = F.grap_stats(x, e)
+    block, norm, _, _, _ = kernels.grap_rows(x, e)
+    torch.testing.assert_close(block, ref_block, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(norm, ref_norm, rtol=1e-6, atol=0)
+    cos, _, top, _, _ = kernels.grap_rows(x, e, cosine=True, top=3)
+    torch.testing.assert_close(cos, F.grap_affinity(x, e), rtol=1e-5, atol=1e-6)
+    assert torch.equal(top, F.topk(cos, 3)[1])
+
+
 def test_compiled_grap_kernel_is_independent_of_threads():
     """Rows are split into fixed tasks, so the kernel's output is bitwise the same at any thread count."""
     from etr_sim.routing import kernels

@@ -7,6 +7,12 @@ This kernel reads each row once, widening bf16 to float32 in registers (a bf16 i
 a float32: two per 32-bit word), accumulates block sums and the sum of squares in float32, scales
 the row to cosines when asked, and picks the row's top-k experts while the row is still in cache.
 
+The statistics of bf16 rows with E and d/(2E) multiples of 16 (the usual shapes) are written
+directly in LLVM vector IR (``_bf16_row_v16``): 16 block sums come out of one transpose-and-add
+tree instead of 16 horizontal sums, and the sum of squares is reduced once per row, not per block.
+On one Zen4 core that brings the statistics from ~1.35x to ~1.05x the time of a plain read of the
+rows (they are then bound by memory); other shapes take plain loops that LLVM vectorises.
+
 Rows are split into fixed blocks of ``ROWS_PER_TASK`` and the blocks run in parallel on
 ``torch.get_num_threads()`` threads (one thread in sweep workers). A row's results do not depend on
 which thread computes it, so output is identical at any thread count.
@@ -25,6 +31,7 @@ import numpy as np
 import torch
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
@@ -61,11 +68,79 @@ def _f32_bits(typingctx, value):
     return sig, codegen
 
 
+_LANES = 16  # float32 lanes of a 512-bit vector
+_FLAGS = tuple(sorted(_FAST))  # the same fast-math flags on the hand-written IR below
+
+
+def _transpose_add(builder, vecs):
+    """The lane sums of 16 <16 x float> vectors, as one vector (lane b: the sum of vecs[b]).
+    A transpose-and-add tree: each step pairs up the vectors and, for each pair (a, b), adds the two
+    halves of each of their segments, a's segments packed before b's (segments of 16, 8, 4, 2 lanes
+    in, half that out). 15 adds and 30 shuffles in all, where 16 horizontal sums take 64 + 64."""
+    half = _LANES // 2
+    while len(vecs) > 1:
+        segs = _LANES // (2 * half)  # segments per input vector
+        pick = [(_LANES if s >= segs else 0) + s % segs * 2 * half + i for s in range(2 * segs) for i in range(half)]
+        first, second = (ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [k + h for k in pick]) for h in (0, half))
+        vecs = [builder.fadd(builder.shuffle_vector(a, b, first), builder.shuffle_vector(a, b, second), flags=_FLAGS)
+                for a, b in zip(vecs[::2], vecs[1::2])]
+        half //= 2
+    return vecs[0]
+
+
+@intrinsic
+def _bf16_row_v16(typingctx, words, t, g2, vals):
+    """_bf16_row when E and g2 are multiples of 16, in explicit 16-word vectors (LLVM's own
+    vectorisation of the loops below ends every block with two horizontal sums, half the work).
+    Blocks go in groups of 16: each block's lane partial sums stay a vector, and _transpose_add
+    turns the group's 16 vectors into its 16 block sums, stored at once. The sum of squares stays
+    in vectors for the whole row (8 of them, by block, so that the FMA chains do not bound the
+    loop) and is reduced once."""
+    sig = types.float32(words, t, g2, vals)
+
+    def codegen(context, builder, signature, args):
+        words_ty, t_ty, g2_ty, vals_ty = signature.args
+        arr, out = context.make_array(words_ty)(context, builder, args[0]), context.make_array(vals_ty)(context, builder, args[3])
+        t = context.cast(builder, args[1], t_ty, types.intp)
+        chunks = builder.udiv(context.cast(builder, args[2], g2_ty, types.intp), t.type(_LANES))  # vectors per block
+        vi, vf = ir.VectorType(ir.IntType(32), _LANES), ir.VectorType(ir.FloatType(), _LANES)
+        src = builder.bitcast(cgutils.get_item_pointer(context, builder, words_ty, arr, [t, t.type(0)]), vi.as_pointer())
+        dst = builder.bitcast(cgutils.get_item_pointer(context, builder, vals_ty, out, [t, t.type(0)]), vf.as_pointer())
+        zero = vf([0.0] * _LANES)
+        acc = cgutils.alloca_once(builder, vf)  # stack slots: LLVM keeps them in registers
+        sq = [cgutils.alloca_once_value(builder, zero) for _ in range(8)]
+        add, mul = (lambda a, b: builder.fadd(a, b, flags=_FLAGS)), (lambda a, b: builder.fmul(a, b, flags=_FLAGS))
+        groups = builder.udiv(cgutils.unpack_tuple(builder, out.shape)[1], t.type(_LANES))
+        with cgutils.for_range(builder, groups) as group:
+            parts = []
+            for b in range(_LANES):  # block 16 * group + b: words chunks * (16 * group + b) * 16 onwards
+                block = builder.gep(src, [builder.mul(builder.add(builder.mul(group.index, t.type(_LANES)), t.type(b)), chunks)])
+                builder.store(zero, acc)
+                with cgutils.for_range(builder, chunks) as chunk:
+                    w = builder.load(builder.gep(block, [chunk.index]), align=1)
+                    lo = builder.bitcast(builder.shl(w, vi([16] * _LANES)), vf)
+                    hi = builder.bitcast(builder.and_(w, vi([0xFFFF0000] * _LANES)), vf)
+                    builder.store(add(builder.load(acc), add(lo, hi)), acc)
+                    builder.store(add(add(builder.load(sq[b % 8]), mul(lo, lo)), mul(hi, hi)), sq[b % 8])
+                parts.append(builder.load(acc))
+            builder.store(_transpose_add(builder, parts), builder.gep(dst, [group.index]), align=4)
+        total = builder.load(sq[0])
+        for s in sq[1:]:
+            total = add(total, builder.load(s))
+        for h in (8, 4, 2, 1):  # then lane 0 holds the sum of all lanes
+            total = add(total, builder.shuffle_vector(total, total, vi([(i + h) % _LANES for i in range(_LANES)])))
+        return builder.extract_element(total, t.type(0))
+
+    return sig, codegen
+
+
 @numba.njit(**_JIT)
 def _bf16_row(words, t, g2, vals):
     """Block sums of bf16 row t into vals[t]; returns its float32 sum of squares.
     words [N, d/2] uint32: two bf16 per word, element 2j in the low half (little endian).
     (Rows are addressed by index, not sliced: a slice is a refcounted view, an atomic op per row.)"""
+    if g2 % _LANES == 0 and vals.shape[1] % _LANES == 0:
+        return _bf16_row_v16(words, t, g2, vals)
     ss = np.float32(0.0)
     for e in range(vals.shape[1]):
         acc = np.float32(0.0)
