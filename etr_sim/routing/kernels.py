@@ -80,10 +80,13 @@ def _transpose_add(builder, vecs):
     half = _LANES // 2
     while len(vecs) > 1:
         segs = _LANES // (2 * half)  # segments per input vector
+        # lane indices into the concatenation (a, b): the first half of each segment of a, then of b
         pick = [(_LANES if s >= segs else 0) + s % segs * 2 * half + i for s in range(2 * segs) for i in range(half)]
         first, second = (ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [k + h for k in pick]) for h in (0, half))
-        vecs = [builder.fadd(builder.shuffle_vector(a, b, first), builder.shuffle_vector(a, b, second), flags=_FLAGS)
-                for a, b in zip(vecs[::2], vecs[1::2])]
+        vecs = [
+            builder.fadd(builder.shuffle_vector(a, b, first), builder.shuffle_vector(a, b, second), flags=_FLAGS)
+            for a, b in zip(vecs[::2], vecs[1::2])
+        ]
         half //= 2
     return vecs[0]
 
@@ -100,21 +103,29 @@ def _bf16_row_v16(typingctx, words, t, g2, vals):
 
     def codegen(context, builder, signature, args):
         words_ty, t_ty, g2_ty, vals_ty = signature.args
-        arr, out = context.make_array(words_ty)(context, builder, args[0]), context.make_array(vals_ty)(context, builder, args[3])
+        arr = context.make_array(words_ty)(context, builder, args[0])
+        out = context.make_array(vals_ty)(context, builder, args[3])
         t = context.cast(builder, args[1], t_ty, types.intp)
         chunks = builder.udiv(context.cast(builder, args[2], g2_ty, types.intp), t.type(_LANES))  # vectors per block
         vi, vf = ir.VectorType(ir.IntType(32), _LANES), ir.VectorType(ir.FloatType(), _LANES)
-        src = builder.bitcast(cgutils.get_item_pointer(context, builder, words_ty, arr, [t, t.type(0)]), vi.as_pointer())
-        dst = builder.bitcast(cgutils.get_item_pointer(context, builder, vals_ty, out, [t, t.type(0)]), vf.as_pointer())
+        row_start = [t, t.type(0)]
+        src = builder.bitcast(cgutils.get_item_pointer(context, builder, words_ty, arr, row_start), vi.as_pointer())
+        dst = builder.bitcast(cgutils.get_item_pointer(context, builder, vals_ty, out, row_start), vf.as_pointer())
         zero = vf([0.0] * _LANES)
         acc = cgutils.alloca_once(builder, vf)  # stack slots: LLVM keeps them in registers
         sq = [cgutils.alloca_once_value(builder, zero) for _ in range(8)]
-        add, mul = (lambda a, b: builder.fadd(a, b, flags=_FLAGS)), (lambda a, b: builder.fmul(a, b, flags=_FLAGS))
+        def add(a, b):
+            return builder.fadd(a, b, flags=_FLAGS)
+
+        def mul(a, b):
+            return builder.fmul(a, b, flags=_FLAGS)
+
         groups = builder.udiv(cgutils.unpack_tuple(builder, out.shape)[1], t.type(_LANES))
         with cgutils.for_range(builder, groups) as group:
             parts = []
-            for b in range(_LANES):  # block 16 * group + b: words chunks * (16 * group + b) * 16 onwards
-                block = builder.gep(src, [builder.mul(builder.add(builder.mul(group.index, t.type(_LANES)), t.type(b)), chunks)])
+            for b in range(_LANES):  # block e = 16 * group + b starts at vector e * chunks of the row
+                e = builder.add(builder.mul(group.index, t.type(_LANES)), t.type(b))
+                block = builder.gep(src, [builder.mul(e, chunks)])
                 builder.store(zero, acc)
                 with cgutils.for_range(builder, chunks) as chunk:
                     w = builder.load(builder.gep(block, [chunk.index]), align=1)
