@@ -204,7 +204,7 @@ def test_compiled_grap_kernel_matches_torch(dtype, monkeypatch):
     torch.testing.assert_close(top1_prob, probs.gather(1, tilted[:, :1])[:, 0], rtol=1e-6, atol=0)
     torch.testing.assert_close(mean_prob, probs.double().mean(0), rtol=1e-6, atol=0)
     routed = TokenBatch(x, b.src_gpu, b.src_node, b.position)
-    grap = [n for n in SPECS if SPECS[n]["kind"] in ("etr", "locmoe") or SPECS[n].get("gate") == "grap"]
+    grap = [n for n in SPECS if SPECS[n]["kind"] in ("etr", "locmoe", "token_choice")]  # kernel users
     slow = {n: router(n).route(routed) for n in grap}
     monkeypatch.setattr(F, "FUSED_MIN_ELEMENTS", 0)  # the kernel everywhere
     for name, want in slow.items():
@@ -266,3 +266,22 @@ def test_compiled_grap_kernel_top_k_breaks_ties_to_the_lower_expert():
     rows = np.arange(300) % 3
     tilted = kernels.grap_rows(x, E, top=3, rank_scale=0.5, bonus=table, bonus_row=rows)[2]
     assert torch.equal(tilted, F.topk(table[torch.from_numpy(rows)] + block * 0.5, 3)[1])
+
+
+def test_compiled_softmax_top_k_matches_torch():
+    """Token choice on large batches takes softmax and top-k in one compiled pass: the same experts
+    as torch's softmax + topk (ties, from repeated logits, to the lower expert) and probabilities
+    within ~1e-7."""
+    from etr_sim.routing import functional as F
+    from etr_sim.routing import kernels
+
+    gen = torch.Generator().manual_seed(6)
+    logits = torch.cat([torch.randn(500, 24, generator=gen) * 4, torch.randint(0, 3, (200, 24), generator=gen).float()])
+    logits[-1] = 0.0  # every expert ties
+    for k in (1, 2, 5):
+        top_p, top_e, mean_prob = kernels.softmax_top_k(logits, k)
+        probs = torch.softmax(logits, dim=-1)
+        want_p, want_e = F.topk(probs, k)
+        assert torch.equal(top_e, want_e)
+        torch.testing.assert_close(top_p, want_p, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(mean_prob, probs.double().mean(0), rtol=1e-6, atol=0)

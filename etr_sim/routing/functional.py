@@ -31,7 +31,7 @@ _HALF = (torch.bfloat16, torch.float16)
 FUSED_MIN_ELEMENTS = 1 << 24  # batches of at least N * d = 16M inputs use the compiled GrAP kernel
 
 
-def _fused(hidden: torch.Tensor) -> bool:
+def uses_kernel(hidden: torch.Tensor) -> bool:
     """Whether GrAP statistics of ``hidden`` go through the compiled kernel (large CPU bf16/float32)."""
     return hidden.device.type == "cpu" and hidden.dtype in (torch.bfloat16, torch.float32) and hidden.numel() >= FUSED_MIN_ELEMENTS
 
@@ -89,7 +89,7 @@ def grap_top(
     (the fused kernel's exp is within 1.4 ulp of torch's; probabilities agree to ~1e-7).
     """
     n, d = hidden.shape
-    if _fused(hidden):  # one read of each row; top-k and softmax are taken while the row is in cache
+    if uses_kernel(hidden):  # one read of each row; top-k and softmax are taken while the row is in cache
         from etr_sim.routing import kernels  # numba: imported only when a batch is this large
 
         return GrapRows(*kernels.grap_rows(hidden, num_experts, cosine, k, rank_scale, bonus, bonus_row, softmax))
@@ -111,6 +111,21 @@ def grap_top(
     return GrapRows(values, norms, top, probs.gather(1, top[:, :1])[:, 0], probs.mean(0))
 
 
+def softmax_top_k(logits: torch.Tensor, k: int, compiled: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(top_p [N, k], top_e [N, k], mean_prob [E]): the k largest softmax probabilities of each row of
+    logits [N, E] and their experts (descending, ties to the lower expert, as ``topk``), and each
+    expert's mean probability over the rows. ``compiled`` (large CPU batches, see ``uses_kernel``):
+    one parallel pass of the compiled kernel, with no [N, E] probabilities kept (its exp agrees
+    with torch's to ~1e-7); else torch."""
+    if compiled and logits.device.type == "cpu":
+        from etr_sim.routing import kernels
+
+        return kernels.softmax_top_k(logits, k)
+    probs = torch.softmax(logits, dim=-1)  # [N, E]
+    top_p, top_e = topk(probs, k)
+    return top_p, top_e, probs.mean(0)
+
+
 def grap_logits(hidden: torch.Tensor, num_experts: int) -> torch.Tensor:
     """[N, E] GrAP gate outputs <x_t, w_i> = mean of block i of x_t (LocMoE's router logits)."""
     return grap_stats(hidden, num_experts)[0] * (num_experts / hidden.shape[1])
@@ -124,13 +139,15 @@ def linear_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values, indices) [N, k] of the k largest scores per row, descending. scores [N, E].
+    """(values, indices) [N, k] of the k largest scores per row, descending, ties to the lower
+    expert index (torch.topk leaves the order of ties unspecified). scores [N, E].
 
     For k <= 4 it takes k successive row maxima (several times faster than torch.topk on CPU for
-    narrow rows); ties go to the lower expert index.
+    narrow rows); for larger k, one stable descending sort of each row.
     """
     if k > 4 or k >= scores.shape[1]:
-        return scores.topk(k, dim=-1)
+        values, indices = scores.sort(dim=-1, descending=True, stable=True)
+        return values[:, :k], indices[:, :k]
     vals, idxs = [], []
     work = scores
     for j in range(k):

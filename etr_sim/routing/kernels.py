@@ -186,13 +186,32 @@ def _f32_row(x, t, g, vals):
 
 
 @numba.njit(**_STRICT)
-def _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, b, keys):
-    """Scale vals[t] to cosines (when asked), then fill top_idx[t] with the row's k best experts by
-    vals[t] * rank_scale + bonus[b], descending, ties to the lower index (as successive torch.max).
+def _top_k(score, top_idx, t, keys):
+    """Fill top_idx[t] with the k best entries of score [E], descending, ties to the lower index
+    (as successive torch.max; inputs are finite).
 
     Branch-free: each expert gets an int64 key, (its score's IEEE bits made monotone) << 32 |
     (E - 1 - e), so one integer max (vectorised) finds the best score and, among equals, the
-    lowest expert; k such passes give the top-k (inputs are finite)."""
+    lowest expert; pass j takes the largest key below pass j-1's."""
+    n_exp = len(score)
+    for e in range(n_exp):
+        bits = _f32_bits(score[e] + np.float32(0.0))  # + 0: -0.0 ties +0.0
+        monotone = bits ^ ((bits >> np.int32(31)) & np.int32(0x7FFFFFFF))  # float order as int32
+        keys[e] = (np.int64(monotone) << np.int64(32)) | np.int64(n_exp - 1 - e)
+    below = np.iinfo(np.int64).max
+    for j in range(top_idx.shape[1]):
+        best = np.iinfo(np.int64).min
+        for e in range(n_exp):
+            key = keys[e]
+            best = max(best, key if key < below else np.iinfo(np.int64).min)
+        top_idx[t, j] = n_exp - 1 - (best & np.int64(0xFFFFFFFF))
+        below = best
+
+
+@numba.njit(**_STRICT)
+def _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, b, keys, buf):
+    """Scale vals[t] to cosines (when asked), then fill top_idx[t] with the row's k best experts by
+    vals[t] * rank_scale + bonus[b] (the same float32 ops as torch on the tensors)."""
     n_exp = vals.shape[1]
     if cosine:
         scale = np.float32(1.0) / (np.float32(np.sqrt(g)) * max(np.sqrt(ss), np.float32(1e-12)))
@@ -201,17 +220,8 @@ def _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, b, keys):
     if top_idx.shape[1] == 0:
         return
     for e in range(n_exp):
-        bits = _f32_bits(vals[t, e] * rank_scale + bonus[b, e] + np.float32(0.0))  # + 0: -0.0 ties +0.0
-        monotone = bits ^ ((bits >> np.int32(31)) & np.int32(0x7FFFFFFF))  # float order as int32
-        keys[e] = (np.int64(monotone) << np.int64(32)) | np.int64(n_exp - 1 - e)
-    below = np.iinfo(np.int64).max  # keys are distinct: pass j takes the largest key below pass j-1's
-    for j in range(top_idx.shape[1]):
-        best = np.iinfo(np.int64).min
-        for e in range(n_exp):
-            key = keys[e]
-            best = max(best, key if key < below else np.iinfo(np.int64).min)
-        top_idx[t, j] = n_exp - 1 - (best & np.int64(0xFFFFFFFF))
-        below = best
+        buf[e] = vals[t, e] * rank_scale + bonus[b, e]
+    _top_k(buf, top_idx, t, keys)
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract"}, boundscheck=False)
@@ -232,21 +242,21 @@ def _expf(x):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, boundscheck=False)
-def _softmax_row(vals, t, rank_scale, choice, buf, prob_choice, prob_sum, task):
-    """Softmax of row t's logits vals[t] * rank_scale: the probability of expert ``choice`` into
-    prob_choice[t], every probability added to prob_sum[task] (float64; inputs are finite)."""
-    n_exp = vals.shape[1]
-    m = vals[t, 0] * rank_scale
+def _softmax(logits, t, scale, probs, prob_sum, task):
+    """probs [E] = softmax of row t's logits * scale, each also added to prob_sum[task] (float64;
+    inputs are finite)."""
+    n_exp = logits.shape[1]
+    m = logits[t, 0] * scale
     for e in range(1, n_exp):
-        m = max(m, vals[t, e] * rank_scale)
+        m = max(m, logits[t, e] * scale)
     total = np.float32(0.0)
     for e in range(n_exp):
-        buf[e] = _expf(vals[t, e] * rank_scale - m)
-        total += buf[e]
+        probs[e] = _expf(logits[t, e] * scale - m)
+        total += probs[e]
     inv = np.float32(1.0) / total
-    prob_choice[t] = buf[choice] * inv
     for e in range(n_exp):
-        prob_sum[task, e] += buf[e] * inv
+        probs[e] *= inv
+        prob_sum[task, e] += probs[e]
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -258,9 +268,10 @@ def _grap_bf16(words, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_
         for t in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             ss = _bf16_row(words, t, g // 2, vals)
             sumsq[t] = ss
-            _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, bonus_row[t], keys)
+            _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, bonus_row[t], keys, buf)
             if len(prob_choice):  # softmax statistics of the untilted logits
-                _softmax_row(vals, t, rank_scale, top_idx[t, 0], buf, prob_choice, prob_sum, task)
+                _softmax(vals, t, rank_scale, buf, prob_sum, task)
+                prob_choice[t] = buf[top_idx[t, 0]]
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -272,9 +283,51 @@ def _grap_f32(x, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_row, 
         for t in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
             ss = _f32_row(x, t, g, vals)
             sumsq[t] = ss
-            _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, bonus_row[t], keys)
+            _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, bonus_row[t], keys, buf)
             if len(prob_choice):  # softmax statistics of the untilted logits
-                _softmax_row(vals, t, rank_scale, top_idx[t, 0], buf, prob_choice, prob_sum, task)
+                _softmax(vals, t, rank_scale, buf, prob_sum, task)
+                prob_choice[t] = buf[top_idx[t, 0]]
+
+
+@numba.njit(parallel=True, **_JIT)
+def _softmax_top_k(logits, top_idx, top_val, prob_sum):
+    n = logits.shape[0]
+    for task in numba.prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
+        keys = np.empty(logits.shape[1], dtype=np.int64)
+        probs = np.empty(logits.shape[1], dtype=np.float32)
+        for t in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
+            _softmax(logits, t, np.float32(1.0), probs, prob_sum, task)
+            _top_k(probs, top_idx, t, keys)
+            for j in range(top_idx.shape[1]):
+                top_val[t, j] = probs[top_idx[t, j]]
+
+
+def _threads() -> int:
+    """Run numba's parallel loops on torch's thread count; returns that count."""
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    return threads
+
+
+def _restore(threads: int) -> None:
+    if torch.get_num_threads() != threads:  # starting numba's OpenMP pool resets the shared runtime's count
+        torch.set_num_threads(threads)
+
+
+def softmax_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k of softmax(logits) per row of a CPU float32 [N, E] tensor, in one pass: (top_p [N, k]
+    float32, top_e [N, k] int64, descending, ties to the lower expert; mean_prob [E] float64, each
+    expert's mean probability over the rows). The kernel's exp is within 1.4 ulp: probabilities
+    agree with torch.softmax to ~1e-7."""
+    x = logits.float().contiguous().numpy()
+    n, n_exp = x.shape
+    top_e = np.empty((n, k), dtype=np.int64)
+    top_p = np.empty((n, k), dtype=np.float32)
+    prob_sum = np.zeros((-(-n // ROWS_PER_TASK), n_exp), dtype=np.float64)  # per task: a fixed order
+    threads = _threads()
+    _softmax_top_k(x, top_e, top_p, prob_sum)
+    _restore(threads)
+    return torch.from_numpy(top_p), torch.from_numpy(top_e), torch.from_numpy(prob_sum.sum(0) / max(n, 1))
 
 
 def grap_rows(
@@ -300,8 +353,7 @@ def grap_rows(
     x = hidden.contiguous()
     n, d = x.shape
     g = d // num_experts
-    threads = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    threads = _threads()
     vals = np.empty((n, num_experts), dtype=np.float32)
     sumsq = np.empty(n, dtype=np.float32)
     top_idx = np.empty((n, top), dtype=np.int64)
@@ -320,8 +372,7 @@ def grap_rows(
         _grap_bf16(x.view(torch.int16).numpy().view(np.uint32), *args)  # [N, d/2] words
     else:
         _grap_f32(x.float().numpy(), *args)
-    if torch.get_num_threads() != threads:  # starting numba's OpenMP pool resets the shared runtime's count
-        torch.set_num_threads(threads)
+    _restore(threads)
     out = torch.from_numpy(vals), torch.from_numpy(np.sqrt(sumsq))[:, None], torch.from_numpy(top_idx)
     if not softmax:
         return (*out, None, None)

@@ -249,9 +249,14 @@ class TokenChoice(Router):
     def route(self, batch: TokenBatch) -> RoutingDecision:
         s = self.spec
         k = s.top_k or self.model.top_k
-        probs = torch.softmax(self.gate_logits(batch, s.gate), dim=-1)  # [U, E] per distinct input
-        top_p, top_e = (batch.expand(t) for t in F.topk(probs, k))  # [N, k]
-        aux = F.switch_aux_loss(batch.expand(probs).mean(0), top_e[:, 0]) if batch.num_tokens else 0.0
+        logits = self.gate_logits(batch, s.gate)  # [U, E] per distinct input
+        if batch.rows is None:  # one input per token (one pass of the compiled kernel on large batches)
+            top_p, top_e, mean_prob = F.softmax_top_k(logits, k, compiled=F.uses_kernel(batch.hidden))
+        else:  # inputs shared by tokens: top-k per distinct input; the mean weighs inputs by their tokens
+            probs = torch.softmax(logits, dim=-1)
+            top_p, top_e = (batch.expand(t) for t in F.topk(probs, k))  # [N, k]
+            mean_prob = batch.expand(probs).mean(0)
+        aux = F.switch_aux_loss(mean_prob, top_e[:, 0]) if batch.num_tokens else 0.0
         return _topk_decision(
             self, batch, top_p, top_e, s.capacity_factor, s.padded, s.drop_policy, s.normalize_weights, aux_loss=aux
         )
