@@ -32,7 +32,7 @@ import torch
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
     # OpenMP first: with torch loaded it is torch's own runtime (the same libgomp.so.1), so the kernel
@@ -259,29 +259,27 @@ def _softmax(logits, t, scale, probs, prob_sum, task):
         prob_sum[task, e] += probs[e]
 
 
+def _row_stats(src, t, g, vals):
+    """Block sums of row t of ``src`` into vals[t]; returns its sum of squares (compiled only:
+    ``src`` is bf16 words [N, d/2] uint32 or float32 [N, d]; the overload below picks the loop)."""
+    raise NotImplementedError
+
+
+@overload(_row_stats)
+def _row_stats_for(src, t, g, vals):
+    if src.dtype == types.uint32:
+        return lambda src, t, g, vals: _bf16_row(src, t, g // 2, vals)
+    return lambda src, t, g, vals: _f32_row(src, t, g, vals)
+
+
 @numba.njit(parallel=True, **_JIT)
-def _grap_bf16(words, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_row, prob_choice, prob_sum):
-    n = words.shape[0]
+def _grap(src, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_row, prob_choice, prob_sum):
+    n = src.shape[0]
     for task in numba.prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
         keys = np.empty(vals.shape[1], dtype=np.int64)
         buf = np.empty(vals.shape[1], dtype=np.float32)
         for t in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
-            ss = _bf16_row(words, t, g // 2, vals)
-            sumsq[t] = ss
-            _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, bonus_row[t], keys, buf)
-            if len(prob_choice):  # softmax statistics of the untilted logits
-                _softmax(vals, t, rank_scale, buf, prob_sum, task)
-                prob_choice[t] = buf[top_idx[t, 0]]
-
-
-@numba.njit(parallel=True, **_JIT)
-def _grap_f32(x, g, cosine, vals, sumsq, top_idx, rank_scale, bonus, bonus_row, prob_choice, prob_sum):
-    n = x.shape[0]
-    for task in numba.prange((n + ROWS_PER_TASK - 1) // ROWS_PER_TASK):
-        keys = np.empty(vals.shape[1], dtype=np.int64)
-        buf = np.empty(vals.shape[1], dtype=np.float32)
-        for t in range(task * ROWS_PER_TASK, min(n, (task + 1) * ROWS_PER_TASK)):
-            ss = _f32_row(x, t, g, vals)
+            ss = _row_stats(src, t, g, vals)
             sumsq[t] = ss
             _finish_row(vals, t, ss, g, cosine, top_idx, rank_scale, bonus, bonus_row[t], keys, buf)
             if len(prob_choice):  # softmax statistics of the untilted logits
@@ -369,9 +367,9 @@ def grap_rows(
     prob_sum = np.zeros((tasks if softmax else 0, num_experts), dtype=np.float64)  # per task: fixed order
     args = (g, cosine, vals, sumsq, top_idx, np.float32(rank_scale), table, rows, prob_choice, prob_sum)
     if x.dtype == torch.bfloat16 and g % 2 == 0:
-        _grap_bf16(x.view(torch.int16).numpy().view(np.uint32), *args)  # [N, d/2] words
+        _grap(x.view(torch.int16).numpy().view(np.uint32), *args)  # [N, d/2] words
     else:
-        _grap_f32(x.float().numpy(), *args)
+        _grap(x.float().numpy(), *args)
     _restore(threads)
     out = torch.from_numpy(vals), torch.from_numpy(np.sqrt(sumsq))[:, None], torch.from_numpy(top_idx)
     if not softmax:
