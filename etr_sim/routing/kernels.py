@@ -1,11 +1,15 @@
-"""Compiled one-pass kernels (numba) for GrAP routing on large CPU batches.
+"""Compiled one-pass kernels (numba) for routing large CPU batches: GrAP statistics with top-k
+(``grap_rows``: etr, locmoe) and softmax with top-k (``softmax_top_k``: token choice's gate output).
 
 GrAP routing needs, for every token, the sum of each of its E channel blocks and its L2 norm, and
 then each token's best experts. Eager torch reads the activations twice for the statistics (strided
 block sums ~1.6x a plain read, the norm ~1.1x) and makes one more pass over [N, E] per top-k step.
 This kernel reads each row once, widening bf16 to float32 in registers (a bf16 is the top half of
 a float32: two per 32-bit word), accumulates block sums and the sum of squares in float32, scales
-the row to cosines when asked, and picks the row's top-k experts while the row is still in cache.
+the row to cosines when asked, and picks the row's top-k experts while the row is still in cache
+(and, for LocMoE, the softmax of its logits: the choice's probability and the per-expert mean).
+Softmax uses its own vectorisable ``_expf`` (within 1.4 ulp), so probabilities agree with torch's
+to ~1e-7; scores and top-k orders use the same float32 operations as the torch path.
 
 The statistics of bf16 rows with E and d/(2E) multiples of 16 (the usual shapes) are written
 directly in LLVM vector IR (``_bf16_row_v16``): 16 block sums come out of one transpose-and-add
