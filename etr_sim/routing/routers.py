@@ -366,15 +366,18 @@ class LocMoE(Router):
         scale = n_exp / batch.hidden_size  # block sum -> <x, w_i>, LocMoE's gate output
         table = self.locality_for(batch).bonus_table(s.locality_mu) if s.locality_mu > 0 else None  # [G, E]
         if batch.rows is None:  # one input per token: choice and softmax statistics in one pass
-            rows = F.grap_top(batch.hidden, n_exp, 1, rank_scale=scale, bonus=table, bonus_row=batch.src_gpu, softmax=True)
+            rows = F.grap_top(
+                batch.hidden, n_exp, 1, rank_scale=scale, bonus=table, bonus_row=batch.src_gpu, softmax=True
+            )
             block, norm, choice = rows.values, rows.norms, rows.top[:, 0]  # choice: argmax(logit + mu * local)
             prob, mean_prob = rows.top1_prob, rows.mean_prob  # untilted probability of the choice; [E]
         else:  # inputs shared by tokens: statistics per distinct input, the tilt per token
             block, norm = (batch.expand(t) for t in F.grap_stats(batch.hidden, n_exp))  # [N, E], [N, 1]
             logits = block * scale  # [N, E]
             probs = torch.softmax(logits, dim=-1)
-            tilted = logits if table is None else self.locality_for(batch).local_bonus(batch.src_gpu, s.locality_mu).add_(logits)
-            choice = tilted.argmax(dim=-1)  # [N]
+            if table is not None:  # mu on experts local to the token's node, added in place
+                logits = self.locality_for(batch).local_bonus(batch.src_gpu, s.locality_mu).add_(logits)
+            choice = logits.argmax(dim=-1)  # [N] argmax_i (logit_i + mu * local_i)
             prob, mean_prob = probs.gather(1, choice[:, None])[:, 0], probs.mean(0)
         token = np.arange(n, dtype=np.int64)
         expert = choice.numpy().astype(np.int64)
