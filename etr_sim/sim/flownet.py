@@ -210,7 +210,7 @@ class FlowNetwork:
         b_of = self._batch_of[idx]
         order = np.argsort(b_of, kind="stable")
         b_sorted = b_of[order]
-        starts = np.flatnonzero(np.r_[True, b_sorted[1:] != b_sorted[:-1]])
+        starts = np.flatnonzero(np.concatenate(([True], b_sorted[1:] != b_sorted[:-1])))  # (np.r_ is slow per call)
         for k, st in enumerate(starts):
             en = starts[k + 1] if k + 1 < len(starts) else len(order)
             sel = order[st:en]
@@ -276,7 +276,7 @@ class FlowNetwork:
         if self.coalesce_rel > 0:
             # the youngest batch sets the resolution: epsilon x (its age + its longest finish)
             b = self._batch_of
-            starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
+            starts = np.flatnonzero(np.concatenate(([True], b[1:] != b[:-1])))
             longest = np.maximum.reduceat(np.where(np.isfinite(ttf), ttf, 0.0), starts)
             age = now - np.array([self._batches[int(i)].start_s for i in b[starts]])
             window = max(first, self.coalesce_rel * float((age + longest).min()))
@@ -314,7 +314,7 @@ class FlowNetwork:
             self._advance()
             self._admit()
             if len(self._rate) < len(self._remaining):  # newly admitted flows: rate set by _allocate
-                self._rate = np.r_[self._rate, np.zeros(len(self._remaining) - len(self._rate))]
+                self._rate = np.concatenate((self._rate, np.zeros(len(self._remaining) - len(self._rate))))
             done = (self._remaining <= _EXACT_TOL * self._size + 1e-6) | (self._finish_s <= env.now)
             if done.any():
                 self._retire(done)
