@@ -106,3 +106,16 @@ def test_node_limited_mask_shared_layout_matches_per_token(node_score):
     for node in (torch.arange(12) // 3, torch.tensor([2, 0, 1, 3] * 3)):
         per_token = F.node_limited_mask(scores, node.expand(200, 12).clone(), 2, node_score)
         assert torch.equal(F.node_limited_mask(scores, node, 2, node_score), per_token)
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 5, 8, 39, 40])
+def test_topk_breaks_ties_to_the_lower_expert(k):
+    """Every k (row maxima up to 4, torch.topk plus a stable re-sort of tied rows above) gives the
+    order of a stable descending sort: equal scores keep the lower expert first."""
+    gen = torch.Generator().manual_seed(k)
+    scores = torch.cat([torch.randint(0, 5, (300, 40), generator=gen).float(), torch.rand(300, 40, generator=gen)])
+    scores[:20] = 0.0  # every expert ties
+    values, indices = F.topk(scores, k)
+    want_values, want_indices = scores.sort(dim=-1, descending=True, stable=True)
+    assert torch.equal(indices, want_indices[:, :k])
+    assert torch.equal(values, want_values[:, :k])

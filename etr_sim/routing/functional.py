@@ -143,10 +143,17 @@ def topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     expert index (torch.topk leaves the order of ties unspecified). scores [N, E].
 
     For k <= 4 it takes k successive row maxima (several times faster than torch.topk on CPU for
-    narrow rows); for larger k, one stable descending sort of each row.
+    narrow rows); for larger k, torch.topk, then a stable descending sort of the rows where a tie
+    touches the top k (their order or membership is torch's choice otherwise).
     """
-    if k > 4 or k >= scores.shape[1]:
-        values, indices = scores.sort(dim=-1, descending=True, stable=True)
+    if k >= scores.shape[1]:
+        return scores.sort(dim=-1, descending=True, stable=True)
+    if k > 4:
+        values, indices = scores.topk(k + 1, dim=-1)  # [N, k + 1] descending: one past the cut
+        tied = (values[:, 1:] == values[:, :-1]).any(-1)  # [N] rows with a tie in or at the top k
+        if bool(tied.any()):
+            rows = tied.nonzero()[:, 0]
+            values[rows], indices[rows] = (t[:, : k + 1] for t in scores[rows].sort(dim=-1, descending=True, stable=True))
         return values[:, :k], indices[:, :k]
     vals, idxs = [], []
     work = scores
